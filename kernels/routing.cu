@@ -1,0 +1,172 @@
+// routing.cu — router logits, top-k selection and routing weights (SPEC §1–2).
+//
+// Computes, for each token t:
+//   logits[t, e]          = sum_h x[t, h] · Wr[e, h] + br[e]        (f32 accumulation, written)
+//   expert_ids[t, 0..k)   = the k best experts, descending score, lower index on a tie
+//   expert_weights[t, ..) = softmax over the k selected logits       (TopKThenSoftmax), or
+//                           the selected probabilities of a softmax over all E,
+//                           renormalised to sum 1 if asked             (SoftmaxThenTopK)
+// with SPEC §2's rules: NaN is -inf everywhere; if fewer than k logits are finite the remaining
+// slots take the lowest unused indices (a plain arg-max with lower-index tie-breaking does
+// exactly that); weights are always finite (-inf selected -> 0, all -inf -> all 0, +inf
+// selected share the weight equally).
+//
+// Launch (src/plan.rs route_launch): grid = [T, 1, 1], block = [256, 1, 1], no dynamic shared
+// memory. One block per token:
+//   1. the x row is staged in shared memory as f32, kChunk elements at a time (any H);
+//   2. each warp takes kRowsPerPass experts at a time and accumulates lane-strided partial dots
+//      over the chunk, reduced with shuffles into a per-expert f32 total in shared memory;
+//   3. warp 0 holds the E <= 256 logits (8 per lane), runs k rounds of warp arg-max and
+//      computes the weights with shuffle reductions.
+// Assumptions (checked on the host before launch): 1 <= k <= E <= FMOE_MAX_EXPERTS,
+// k <= FMOE_MAX_TOP_K, H >= 1, 1-D block of kThreads threads. All reductions have a fixed
+// order: bitwise deterministic, and a token's result never depends on the rest of the batch.
+#include "fused_moe.h"
+#include "common/entry.cuh"
+#include "common/macros.cuh"
+#include "common/dot.cuh"
+#include "common/math.cuh"
+#include "common/types.cuh"
+#include "common/warp.cuh"
+
+namespace {
+
+constexpr int kThreads = 256; // = ROUTE_THREADS in src/plan.rs
+constexpr int kWarps = kThreads / fmoe::kWarpSize;
+constexpr int kChunk = 2048;     // x elements staged per pass (8 KiB of f32)
+constexpr int kRowsPerPass = 4;  // experts a warp accumulates at once (loads in flight)
+constexpr int kScoresPerLane = FMOE_MAX_EXPERTS / fmoe::kWarpSize; // lane l holds e = l + 32 i
+static_assert(FMOE_MAX_TOP_K <= fmoe::kWarpSize, "one lane per selected slot");
+
+// One entry of a softmax, with SPEC §2's rules for non-finite inputs: `v` is a score (NaN
+// already -inf), `top` the largest score of the set, `n_inf` how many of the set are +inf and
+// `sum` = sum of exp(score - top) over the set (used only when top is finite).
+__device__ __forceinline__ float softmax_entry(float v, float top, int n_inf, float sum) {
+    if (top == INFINITY) return v == INFINITY ? 1.0f / static_cast<float>(n_inf) : 0.0f; // +inf share
+    if (top == -INFINITY) return 0.0f; // nothing finite: weight 0, never NaN
+    return expf(v - top) / sum;        // a -inf entry gives exp(-inf) = 0
+}
+
+} // namespace
+
+extern "C" __global__ void __launch_bounds__(kThreads) fmoe_route_topk_bf16(const FmoeRouteParams p) {
+    alignas(16) __shared__ float xs[kChunk];
+    __shared__ float dot_total[FMOE_MAX_EXPERTS];
+
+    const int t = static_cast<int>(blockIdx.x);
+    const int H = p.hidden, E = p.experts, k = p.top_k;
+    const int warp = fmoe::warp_id(), lane = fmoe::lane_id();
+    const uint16_t* x = reinterpret_cast<const uint16_t*>(p.x) + static_cast<int64_t>(t) * H;
+    const uint16_t* wr = reinterpret_cast<const uint16_t*>(p.router_weight);
+    // 16-byte loads need every row start aligned: base aligned and H a multiple of 8.
+    const bool vec = H % 8 == 0 && fmoe::is_aligned(wr, 16);
+
+    // ---- 1–2: dot_total[e] = Wr[e] · x[t] ----
+    for (int h0 = 0; h0 < H; h0 += kChunk) {
+        const int n = fmoe::min_int(kChunk, H - h0);
+        __syncthreads(); // every warp is done reading the previous chunk
+        fmoe::stage_bf16_as_f32(xs, x + h0, n);
+        __syncthreads(); // the chunk is complete before anyone reads it
+        for (int e0 = warp * kRowsPerPass; e0 < E; e0 += kWarps * kRowsPerPass) {
+            const uint16_t* rows[kRowsPerPass];
+            FMOE_UNROLL
+            for (int r = 0; r < kRowsPerPass; ++r) {
+                // Past E, re-read row E-1 (its result is discarded): keeps the loop free of
+                // per-row branches and every load in bounds.
+                rows[r] = wr + static_cast<int64_t>(fmoe::min_int(e0 + r, E - 1)) * H + h0;
+            }
+            float acc[kRowsPerPass] = {};
+            fmoe::lane_dot_rows(rows, xs, n, vec, acc);
+            fmoe::warp_sum_all(acc);
+            if (lane == 0) {
+                FMOE_UNROLL
+                for (int r = 0; r < kRowsPerPass; ++r) {
+                    if (e0 + r < E) dot_total[e0 + r] = (h0 == 0 ? 0.0f : dot_total[e0 + r]) + acc[r];
+                }
+            }
+        }
+    }
+    __syncthreads(); // all dot totals are in shared memory
+    if (warp != 0) return;
+
+    // ---- 3: logits, scores and k rounds of warp arg-max, all in warp 0 ----
+    const float* bias = reinterpret_cast<const float*>(p.router_bias);
+    float* logits = reinterpret_cast<float*>(p.logits) + static_cast<int64_t>(t) * E;
+    float score[kScoresPerLane];
+    FMOE_UNROLL
+    for (int i = 0; i < kScoresPerLane; ++i) {
+        const int e = lane + fmoe::kWarpSize * i;
+        float logit = -INFINITY;
+        if (e < E) {
+            logit = dot_total[e] + bias[e];
+            logits[e] = logit;
+        }
+        score[i] = fmoe::nan_to_neg_inf(logit);
+    }
+
+    // Round j picks the best unused expert; lane j keeps it (slot j). Selection is on the
+    // logits for both variants: softmax is increasing, so this is the top-k of the
+    // probabilities too, without exp rounding merging close logits into a tie. `used` has bit
+    // i set when expert lane + 32 i is taken. Experts >= E are never candidates, and k <= E
+    // guarantees a candidate every round.
+    unsigned used = 0;
+    int slot_id = -1;
+    float slot_score = -INFINITY;
+    for (int j = 0; j < k; ++j) {
+        float best = -INFINITY;
+        int best_id = -1;
+        FMOE_UNROLL
+        for (int i = 0; i < kScoresPerLane; ++i) {
+            const int e = lane + fmoe::kWarpSize * i;
+            if (e < E && !(used >> i & 1u) && fmoe::ranks_before(score[i], e, best, best_id)) {
+                best = score[i];
+                best_id = e;
+            }
+        }
+        fmoe::warp_argmax(best, best_id);
+        if (lane == (best_id & (fmoe::kWarpSize - 1))) used |= 1u << (best_id / fmoe::kWarpSize);
+        if (lane == j) {
+            slot_id = best_id;
+            slot_score = best;
+        }
+    }
+
+    // Weights: lanes 0..k-1 hold slots 0..k-1; the other lanes add nothing to the sums.
+    const bool in_slot = lane < k;
+    float weight;
+    if (p.routing == FMOE_ROUTING_SOFTMAX_THEN_TOPK) {
+        // The selected entries of a softmax over all E experts.
+        float top = -INFINITY;
+        FMOE_UNROLL
+        for (int i = 0; i < kScoresPerLane; ++i) top = fmaxf(top, score[i]);
+        top = fmoe::warp_max(top);
+        const bool finite_top = isfinite(top);
+        int n_inf = 0;
+        float sum = 0.0f;
+        FMOE_UNROLL
+        for (int i = 0; i < kScoresPerLane; ++i) {
+            n_inf += score[i] == INFINITY;
+            if (finite_top) sum += expf(score[i] - top);
+        }
+        n_inf = fmoe::warp_sum(n_inf);
+        sum = fmoe::warp_sum(sum);
+        weight = in_slot ? softmax_entry(slot_score, top, n_inf, sum) : 0.0f;
+        if (p.renormalize) {
+            const float total = fmoe::warp_sum(weight);
+            weight = total > 0.0f ? weight / total : 0.0f; // all-zero probabilities stay 0
+        }
+    } else {
+        // A softmax over the k selected logits; slot 0 holds their maximum.
+        const float top = __shfl_sync(fmoe::kFullMask, slot_score, 0);
+        const int n_inf = fmoe::warp_sum(static_cast<int>(in_slot && slot_score == INFINITY));
+        const float sum = fmoe::warp_sum(in_slot && isfinite(top) ? expf(slot_score - top) : 0.0f);
+        weight = in_slot ? softmax_entry(slot_score, top, n_inf, sum) : 0.0f;
+    }
+
+    if (in_slot) {
+        const int64_t o = static_cast<int64_t>(t) * k + lane;
+        reinterpret_cast<int32_t*>(p.expert_ids)[o] = slot_id;
+        reinterpret_cast<float*>(p.expert_weights)[o] = weight;
+    }
+}
+FMOE_EMU_ENTRY(fmoe_route_topk_bf16, FmoeRouteParams)

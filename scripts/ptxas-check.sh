@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Static check of the kernels' machine code, no GPU needed: compiles every kernel file to PTX
+# exactly as build.rs does (nvcc --ptx -arch=compute_$CUDA_COMPUTE_CAP, default 80), assembles
+# each PTX with `ptxas -v` for sm_80 and sm_90 (what the driver's JIT does on an A100 / H100 /
+# H200), prints registers, spills, stack and shared memory per kernel, and fails on any nvcc or
+# ptxas error or warning and on any spill.
+#
+#   scripts/ptxas-check.sh                 (needs CUDA_HOME or NVCC, e.g. from
+#                                           scripts/install-cuda-toolkit.sh --print-home)
+#   PTXAS_ARCHS="80 90 100" scripts/ptxas-check.sh
+#
+# The PTX is regenerated here rather than taken from target/ (which may hold stale builds);
+# keep the nvcc flags below in step with build_ptx() in build.rs.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+if [ -n "${NVCC:-}" ]; then
+  nvcc=$NVCC
+elif [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
+  nvcc=$CUDA_HOME/bin/nvcc
+elif command -v nvcc >/dev/null; then
+  nvcc=$(command -v nvcc)
+else
+  echo "error: nvcc not found (set CUDA_HOME or NVCC; scripts/install-cuda-toolkit.sh installs it)" >&2
+  exit 1
+fi
+ptxas=$(dirname "$nvcc")/ptxas
+[ -x "$ptxas" ] || ptxas=$(command -v ptxas || true)
+if [ -z "$ptxas" ] || [ ! -x "$ptxas" ]; then
+  echo "error: ptxas not found next to $nvcc or on PATH" >&2
+  exit 1
+fi
+
+cap=${CUDA_COMPUTE_CAP:-80}
+cap=${cap#sm_}
+cap=${cap#compute_}
+archs=${PTXAS_ARCHS:-80 90}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "ptxas-check: $("$nvcc" --version | grep release) ; PTX compute_$cap ; assembled for: $archs"
+shopt -s nullglob
+sources=(kernels/*.cu kernels/testing/*.cu)
+if [ ${#sources[@]} -eq 0 ]; then
+  echo "error: no kernel files under kernels/" >&2
+  exit 1
+fi
+
+failed=0
+rows=()
+for src in "${sources[@]}"; do
+  stem=$(basename "$src" .cu)
+  ptx=$work/$stem.ptx
+  if ! "$nvcc" --ptx "-arch=compute_$cap" -O3 -std=c++17 -lineinfo -Ikernels \
+      --Werror all-warnings -o "$ptx" "$src" >"$work/$stem.nvcc.log" 2>&1; then
+    echo "FAIL nvcc $src:" >&2
+    cat "$work/$stem.nvcc.log" >&2
+    failed=1
+    continue
+  fi
+  for arch in $archs; do
+    if [ "${arch%%[!0-9]*}" -lt "${cap%%[!0-9]*}" ]; then
+      echo "note: sm_$arch skipped for $stem (PTX is compute_$cap)"
+      continue
+    fi
+    log=$work/$stem.sm_$arch.log
+    if ! "$ptxas" -v "-arch=sm_$arch" -o "$work/$stem.sm_$arch.cubin" "$ptx" >"$log" 2>&1; then
+      echo "FAIL ptxas sm_$arch $src:" >&2
+      cat "$log" >&2
+      failed=1
+      continue
+    fi
+    if grep -qi "warning" "$log"; then
+      echo "FAIL ptxas sm_$arch $src reported warnings:" >&2
+      grep -i "warning" "$log" >&2
+      failed=1
+    fi
+    # ptxas -v prints, per entry function:
+    #   ptxas info    : Compiling entry function 'NAME' for 'sm_90'
+    #       N bytes stack frame, N bytes spill stores, N bytes spill loads
+    #   ptxas info    : Used N registers, used N barriers, N bytes smem, N bytes cmem[0]
+    while IFS=$'\t' read -r name regs stack stores loads smem; do
+      rows+=("$stem"$'\t'"$name"$'\t'"sm_$arch"$'\t'"$regs"$'\t'"$stores"$'\t'"$loads"$'\t'"$stack"$'\t'"$smem")
+      if [ "$stores" != 0 ] || [ "$loads" != 0 ]; then
+        echo "FAIL $name (sm_$arch) spills: $stores bytes stored, $loads bytes loaded" >&2
+        failed=1
+      fi
+    done < <(awk '
+      /Compiling entry function/ {
+        if (name != "") print name "\t" regs "\t" stack "\t" stores "\t" loads "\t" smem
+        match($0, /'"'"'[^'"'"']+'"'"'/); name = substr($0, RSTART + 1, RLENGTH - 2)
+        regs = "?"; stack = "?"; stores = "?"; loads = "?"; smem = 0
+      }
+      /bytes stack frame/ {
+        for (i = 1; i <= NF; i++) {
+          if ($(i+1) == "bytes" && $(i+2) == "stack") stack = $i
+          if ($(i+1) == "bytes" && $(i+2) == "spill" && $(i+3) ~ /^stores/) stores = $i
+          if ($(i+1) == "bytes" && $(i+2) == "spill" && $(i+3) ~ /^loads/) loads = $i
+        }
+      }
+      /Used [0-9]+ registers/ {
+        for (i = 1; i <= NF; i++) {
+          if ($(i+1) ~ /^registers/) regs = $i
+          if ($(i+1) == "bytes" && $(i+2) ~ /^smem/) smem = $i
+        }
+      }
+      END { if (name != "") print name "\t" regs "\t" stack "\t" stores "\t" loads "\t" smem }
+    ' "$log")
+    if ! grep -q "Compiling entry function" "$log"; then
+      echo "note: $stem has no entry function for sm_$arch"
+    fi
+  done
+done
+
+printf '\n%-16s %-36s %-6s %5s %12s %11s %6s %10s\n' \
+  file kernel arch regs spill-stores spill-loads stack smem-bytes
+for r in "${rows[@]}"; do
+  IFS=$'\t' read -r f n a regs st ld stack smem <<<"$r"
+  printf '%-16s %-36s %-6s %5s %12s %11s %6s %10s\n' "$f" "$n" "$a" "$regs" "$st" "$ld" "$stack" "$smem"
+done
+echo
+if [ "$failed" != 0 ]; then
+  echo "ptxas-check: FAILED" >&2
+  exit 1
+fi
+echo "ptxas-check: OK (${#rows[@]} kernel/arch pairs, no errors, no warnings, no spills)"

@@ -1,0 +1,214 @@
+//! The MoE forward, written once over an [`Executor`]: weights uploaded once, a workspace
+//! sized once for a maximum token count, and three launches per forward from [`crate::plan`].
+//! Nothing is allocated and nothing waits for the device inside [`MoeLayer::forward_raw`].
+
+use crate::config::MoeConfig;
+use crate::error::{Error, Result};
+use crate::output::MoeOutput;
+use crate::plan::{self, ForwardBuffers, Launch};
+use crate::weights::MoeWeights;
+use half::bf16;
+
+/// Element types that travel between host and executor buffers.
+pub trait Element: bytemuck::Pod + Send + Sync + sealed::DeviceElement {}
+impl Element for bf16 {}
+impl Element for f32 {}
+impl Element for i32 {}
+impl Element for u8 {}
+
+#[doc(hidden)]
+pub mod sealed {
+    #[cfg(feature = "cuda")]
+    pub trait DeviceElement: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits {}
+    #[cfg(feature = "cuda")]
+    impl<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits> DeviceElement for T {}
+    #[cfg(not(feature = "cuda"))]
+    pub trait DeviceElement {}
+    #[cfg(not(feature = "cuda"))]
+    impl<T> DeviceElement for T {}
+}
+
+/// Something that owns memory and runs [`Launch`]es: the host emulator or a CUDA stream.
+pub trait Executor {
+    /// An owned buffer of `T` in the executor's memory.
+    type Buffer<T: Element>;
+
+    /// Short name for messages (`emulated`, `cuda`).
+    fn name(&self) -> &'static str;
+    /// A buffer of `n` zero elements.
+    fn alloc_zeroed<T: Element>(&self, n: usize) -> Result<Self::Buffer<T>>;
+    /// A buffer holding a copy of `data`.
+    fn upload<T: Element>(&self, data: &[T]) -> Result<Self::Buffer<T>>;
+    /// Copies `dst.len()` elements from the start of `src` to the host (waits for the device).
+    fn download<T: Element>(&self, src: &Self::Buffer<T>, dst: &mut [T]) -> Result<()>;
+    /// Number of elements of a buffer.
+    fn len<T: Element>(&self, buf: &Self::Buffer<T>) -> usize;
+    /// The address of a buffer as the kernels see it (device pointer or host pointer).
+    fn address<T: Element>(&self, buf: &Self::Buffer<T>) -> u64;
+    /// Runs one launch (asynchronously where the executor allows).
+    ///
+    /// # Safety
+    /// Every address in `launch.params` must point to a live buffer of this executor with at
+    /// least the extent the kernel reads or writes (see the params struct docs).
+    unsafe fn launch(&self, launch: &Launch) -> Result<()>;
+}
+
+/// One MoE layer resident on an executor.
+pub struct MoeLayer<X: Executor> {
+    exec: X,
+    config: MoeConfig,
+    max_tokens: usize,
+    router_weight: X::Buffer<bf16>,
+    router_bias: X::Buffer<f32>,
+    w1: X::Buffer<bf16>,
+    b1: X::Buffer<f32>,
+    w2: X::Buffer<bf16>,
+    b2: X::Buffer<f32>,
+    logits: X::Buffer<f32>,
+    expert_ids: X::Buffer<i32>,
+    expert_weights: X::Buffer<f32>,
+    act: X::Buffer<bf16>,
+    launches: u64,
+}
+
+impl<X: Executor> MoeLayer<X> {
+    /// Uploads `weights` and allocates a workspace for up to `max_tokens` tokens per forward.
+    pub fn new(exec: X, weights: &MoeWeights, max_tokens: usize) -> Result<Self> {
+        let config = *weights.config();
+        config.validate()?;
+        plan::check_tokens(&config, max_tokens)?;
+        let (e, k) = (config.experts, config.top_k);
+        // A zero-sized allocation is not portable across executors; keep at least one element.
+        let n = max_tokens.max(1);
+        Ok(MoeLayer {
+            router_weight: exec.upload(&weights.router_weight)?,
+            router_bias: exec.upload(&weights.router_bias)?,
+            w1: exec.upload(&weights.w1)?,
+            b1: exec.upload(&weights.b1)?,
+            w2: exec.upload(&weights.w2)?,
+            b2: exec.upload(&weights.b2)?,
+            logits: exec.alloc_zeroed(n * e)?,
+            expert_ids: exec.alloc_zeroed(n * k)?,
+            expert_weights: exec.alloc_zeroed(n * k)?,
+            act: exec.alloc_zeroed(plan::act_workspace_len(&config, n))?,
+            exec,
+            config,
+            max_tokens,
+            launches: 0,
+        })
+    }
+
+    pub fn config(&self) -> &MoeConfig {
+        &self.config
+    }
+    pub fn executor(&self) -> &X {
+        &self.exec
+    }
+    /// The token capacity the workspace was sized for.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+    /// Kernel launches issued by this layer so far (3 per forward with T > 0, 0 for T = 0).
+    pub fn launch_count(&self) -> u64 {
+        self.launches
+    }
+    /// Router logits [max_tokens, E] of the last forward (first T rows valid).
+    pub fn router_logits(&self) -> &X::Buffer<f32> {
+        &self.logits
+    }
+    /// Selected experts [max_tokens, k] of the last forward.
+    pub fn expert_ids(&self) -> &X::Buffer<i32> {
+        &self.expert_ids
+    }
+    /// Routing weights [max_tokens, k] of the last forward.
+    pub fn expert_weights(&self) -> &X::Buffer<f32> {
+        &self.expert_weights
+    }
+
+    /// Checks `tokens` against the workspace capacity.
+    pub fn check_tokens(&self, tokens: usize) -> Result<()> {
+        if tokens > self.max_tokens {
+            return Err(Error::arg(
+                "tokens",
+                format!("at most max_tokens = {} (the workspace size)", self.max_tokens),
+                tokens,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The launches a forward over `tokens` tokens would issue, reading `x` and writing `out`.
+    pub fn plan(&self, x: u64, tokens: usize, out: u64) -> Result<Vec<Launch>> {
+        self.check_tokens(tokens)?;
+        let bufs = ForwardBuffers {
+            x,
+            router_weight: self.exec.address(&self.router_weight),
+            router_bias: self.exec.address(&self.router_bias),
+            w1: self.exec.address(&self.w1),
+            b1: self.exec.address(&self.b1),
+            w2: self.exec.address(&self.w2),
+            b2: self.exec.address(&self.b2),
+            logits: self.exec.address(&self.logits),
+            expert_ids: self.exec.address(&self.expert_ids),
+            expert_weights: self.exec.address(&self.expert_weights),
+            act: self.exec.address(&self.act),
+            out,
+        };
+        plan::forward_plan(&self.config, tokens, &bufs)
+    }
+
+    /// Runs the forward on `tokens` rows at address `x` ([T, H] bf16), writing `out`
+    /// ([T, H] bf16). No allocation, no host synchronisation.
+    ///
+    /// # Safety
+    /// `x` and `out` must be addresses of this executor's memory holding at least `tokens·H`
+    /// bf16 elements each, and must not overlap the layer's own buffers.
+    pub unsafe fn forward_raw(&mut self, x: u64, tokens: usize, out: u64) -> Result<()> {
+        let launches = self.plan(x, tokens, out)?;
+        for l in &launches {
+            // SAFETY: the plan's addresses are the layer's buffers (sized for max_tokens ≥
+            // tokens) and the caller's x/out (sized per this function's contract).
+            unsafe { self.exec.launch(l)? };
+            self.launches += 1;
+        }
+        Ok(())
+    }
+
+    /// Convenience for host data: uploads `x` ([T, H] bf16), runs the forward, and downloads
+    /// the output and routing results. Allocates; for tests, the CLI and examples.
+    pub fn forward_host(&mut self, x: &[bf16]) -> Result<MoeOutput> {
+        let h = self.config.hidden;
+        if x.len() % h != 0 {
+            return Err(Error::arg(
+                "x",
+                format!("a multiple of hidden = {h} elements ([T, H])"),
+                x.len(),
+            ));
+        }
+        let tokens = x.len() / h;
+        self.check_tokens(tokens)?;
+        let (e, k) = (self.config.experts, self.config.top_k);
+        let mut out = MoeOutput {
+            tokens,
+            y: vec![0.0; tokens * h],
+            expert_ids: vec![0; tokens * k],
+            expert_weights: vec![0.0; tokens * k],
+            router_logits: vec![0.0; tokens * e],
+        };
+        if tokens == 0 {
+            return Ok(out);
+        }
+        let xb = self.exec.upload(x)?;
+        let ob = self.exec.upload(&vec![bf16::NAN; tokens * h])?;
+        let (xa, oa) = (self.exec.address(&xb), self.exec.address(&ob));
+        // SAFETY: xb and ob are fresh buffers of tokens·H elements.
+        unsafe { self.forward_raw(xa, tokens, oa)? };
+        let mut y = vec![bf16::ZERO; tokens * h];
+        self.exec.download(&ob, &mut y)?;
+        out.y = y.iter().map(|v| v.to_f32()).collect();
+        self.exec.download(&self.expert_ids, &mut out.expert_ids)?;
+        self.exec.download(&self.expert_weights, &mut out.expert_weights)?;
+        self.exec.download(&self.logits, &mut out.router_logits)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,448 @@
+//! The CUDA backend itself (feature `cuda`): the probe, the embedded PTX, and the typed forward
+//! on device memory — its results against the reference at gpt-oss-20b dimensions, its
+//! determinism, its ordering across streams, and its argument validation.
+//!
+//! The kernels one by one and the host-driven forward run on the GPU through the shared
+//! bodies of tests/kernels.rs and tests/layer.rs (`executor_tests!(cuda, common::gpu())`).
+//!
+//! Tests that need a GPU print `skipped: no CUDA device (<reason>)` without one (a failure
+//! with `FUSED_MOE_REQUIRE_GPU=1`); the probe and PTX tests run everywhere.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use common::{assert_bf16_matches, assert_close, gpu, rng, to_f32};
+use cudarc::driver::{CudaSlice, CudaStream};
+use fused_moe::backends::cuda::{self, cudarc, ptx, CudaExecutor, CudaMoe};
+use fused_moe::plan::{self, ForwardBuffers, KernelId};
+use fused_moe::{build_info, reference, Activation, Error, Executor, MoeConfig, MoeLayer};
+use fused_moe::{MoeWeights, Routing};
+use half::bf16;
+use std::sync::{Arc, OnceLock};
+
+// ---------------------------------------------------------------------------------------------
+// Without a GPU too
+// ---------------------------------------------------------------------------------------------
+
+/// The probe never panics, and the executor agrees with it: both fail (with a reason) or both
+/// see the same device.
+#[test]
+fn probe_and_executor_agree() {
+    let probed = cuda::probe();
+    let exec = CudaExecutor::new(0);
+    match (&probed, &exec) {
+        (Err(why), Err(e)) => {
+            assert!(!why.is_empty(), "the probe must say why there is no GPU");
+            assert!(
+                matches!(e, Error::Cuda(m) if !m.is_empty()),
+                "no GPU must be Error::Cuda with a reason, got {e:?}"
+            );
+            println!("no GPU here: probe says `{why}`, executor says `{e}`");
+        }
+        (Ok(info), Ok(exec)) => {
+            assert_eq!(exec.device(), info);
+            assert!(!info.name.is_empty() && info.total_memory > 0, "{info:?}");
+            assert!(info.compute_capability >= (1, 0), "{info:?}");
+            assert!(info.driver_version >= 1000, "{info:?}");
+        }
+        (p, e) => panic!(
+            "probe and executor disagree: probe {p:?}, executor {:?}",
+            e.as_ref().err()
+        ),
+    }
+}
+
+/// A device ordinal that cannot exist is an error, never a panic.
+#[test]
+fn probe_of_a_missing_device_is_an_error() {
+    let why = cuda::probe_device(1 << 20).expect_err("device 1048576 cannot exist");
+    assert!(!why.is_empty());
+    let err = CudaExecutor::new(1 << 20).expect_err("device 1048576 cannot exist");
+    assert!(matches!(err, Error::Cuda(_)), "{err:?}");
+}
+
+/// The PTX built by build.rs is embedded for every kernel, for the recorded architecture, in a
+/// PTX ISA version the pinned driver generation (580, CUDA 13.0: ISA ≤ 9.0) can load.
+#[test]
+fn embedded_ptx_has_every_kernel_for_the_build_arch() {
+    let arch = build_info::PTX_ARCH.expect("FUSED_MOE_PTX_ARCH is set by build.rs with `cuda`");
+    let nvcc = build_info::NVCC_VERSION.expect("FUSED_MOE_NVCC_VERSION is set by build.rs");
+    assert!(nvcc.contains("release"), "nvcc version line: {nvcc}");
+    let target = format!(".target {}", arch.replace("compute_", "sm_"));
+    for id in KernelId::ALL {
+        let (_, text) = ptx::ALL
+            .iter()
+            .find(|(m, _)| *m == id.module())
+            .unwrap_or_else(|| panic!("no PTX module `{}` for {id:?}", id.module()));
+        assert!(
+            text.contains(&format!(".entry {}(", id.name())),
+            "module `{}` lacks entry point `{}`",
+            id.module(),
+            id.name()
+        );
+        assert!(
+            text.contains(&target),
+            "module `{}` is not `{target}`",
+            id.module()
+        );
+        let version = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(".version "))
+            .unwrap_or_else(|| panic!("module `{}` has no .version line", id.module()));
+        let (major, minor) = version.trim().split_once('.').expect("PTX version x.y");
+        let v = (major.parse::<u32>().unwrap(), minor.parse::<u32>().unwrap());
+        assert!(
+            v <= (9, 0),
+            "module `{}` is PTX ISA {version}: driver 580 loads ≤ 9.0",
+            id.module()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn small_config() -> MoeConfig {
+    MoeConfig {
+        hidden: 72,
+        intermediate: 40,
+        experts: 6,
+        top_k: 2,
+        routing: Routing::TopKThenSoftmax,
+        activation: Activation::GPT_OSS,
+    }
+}
+
+/// gpt-oss-20b weights, generated once per test binary (1.6 GB).
+fn gpt_oss_20b_weights() -> &'static MoeWeights {
+    static W: OnceLock<MoeWeights> = OnceLock::new();
+    W.get_or_init(|| MoeWeights::random(MoeConfig::gpt_oss_20b(), 20).expect("gpt-oss-20b weights"))
+}
+
+fn random_x(c: &MoeConfig, tokens: usize, seed: u64) -> Vec<bf16> {
+    common::random_bf16(&mut rng(seed), tokens * c.hidden, 1.0)
+}
+
+fn download<T: fused_moe::layer::Element + Default + Clone>(
+    exec: &CudaExecutor,
+    buf: &CudaSlice<T>,
+    n: usize,
+) -> Vec<T> {
+    let mut v = vec![T::default(); n];
+    exec.download(buf, &mut v).expect("download");
+    v
+}
+
+fn bits(v: &[bf16]) -> Vec<u16> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Runs the typed forward on device copies of `x`, returning `out` ([T, H]) on the host.
+fn device_forward(layer: &mut CudaMoe, x: &[bf16]) -> Vec<bf16> {
+    let exec = layer.executor().clone();
+    let tokens = x.len() / layer.config().hidden;
+    let xd = exec.upload(x).unwrap();
+    let mut out = exec.upload(&vec![bf16::NAN; x.len()]).unwrap();
+    cuda::forward(layer, &xd, tokens, &mut out).expect("typed forward");
+    download(&exec, &out, x.len())
+}
+
+/// Checks a forward's output and routing against the reference: ids exactly against the
+/// reference routing of the kernel's own logits (no near-tie can flake), logits in f32
+/// tolerance, y with SPEC §4's bf16 tolerance.
+fn check_against_reference(what: &str, layer: &CudaMoe, w: &MoeWeights, x: &[bf16], y: &[bf16]) {
+    let c = *layer.config();
+    let tokens = x.len() / c.hidden;
+    let exec = layer.executor();
+    let want = reference::forward(w, x).unwrap();
+    let logits = download(exec, layer.router_logits(), tokens * c.experts);
+    assert_close(
+        &format!("{what}: router logits"),
+        &logits,
+        &want.router_logits,
+        1e-5,
+        1e-5,
+    );
+    let (ids_of_logits, weights_of_logits) =
+        reference::route(&logits, c.experts, c.top_k, c.routing).unwrap();
+    assert_eq!(
+        download(exec, layer.expert_ids(), tokens * c.top_k),
+        ids_of_logits,
+        "{what}: expert ids"
+    );
+    let weights = download(exec, layer.expert_weights(), tokens * c.top_k);
+    assert_close(
+        &format!("{what}: expert weights"),
+        &weights,
+        &weights_of_logits,
+        1e-5,
+        1e-5,
+    );
+    assert_bf16_matches(&format!("{what}: y"), &to_f32(y), &want.y);
+}
+
+// ---------------------------------------------------------------------------------------------
+// On the GPU
+// ---------------------------------------------------------------------------------------------
+
+/// The typed forward on device memory matches the reference at gpt-oss-20b dimensions,
+/// T ∈ {0, 1, 5, 64}.
+#[test]
+fn typed_forward_matches_reference_at_gpt_oss_20b() {
+    let Some(exec) = gpu() else { return };
+    let w = gpt_oss_20b_weights();
+    let c = *w.config();
+    let mut layer = MoeLayer::new(exec, w, 64).unwrap();
+    let x_all = random_x(&c, 64, 21);
+    for t in [0usize, 1, 5, 64] {
+        let x = &x_all[..t * c.hidden];
+        let before = layer.launch_count();
+        let y = device_forward(&mut layer, x);
+        if t == 0 {
+            assert!(y.is_empty());
+            assert_eq!(layer.launch_count(), before, "T = 0 launched kernels");
+            continue;
+        }
+        check_against_reference(&format!("gpt-oss-20b T={t}"), &layer, w, x, &y);
+    }
+}
+
+/// The typed forward gives the same bits twice, and the same bits as the host-driven forward.
+#[test]
+fn typed_forward_is_deterministic_and_equals_forward_host() {
+    let Some(exec) = gpu() else { return };
+    let w = gpt_oss_20b_weights();
+    let c = *w.config();
+    let mut layer = MoeLayer::new(exec, w, 64).unwrap();
+    let x = random_x(&c, 64, 22);
+    let first = device_forward(&mut layer, &x);
+    let second = device_forward(&mut layer, &x);
+    assert_eq!(bits(&first), bits(&second), "two runs differ");
+    let host = layer.forward_host(&x).unwrap();
+    let host_y: Vec<u32> = host.y.iter().map(|v| v.to_bits()).collect();
+    let dev_y: Vec<u32> = first.iter().map(|v| v.to_f32().to_bits()).collect();
+    assert_eq!(dev_y, host_y, "typed forward and forward_host differ");
+}
+
+/// `x` and `out` on another stream of the same context are ordered by cudarc's events: the
+/// result is the same bits as on the layer's own stream.
+#[test]
+fn typed_forward_orders_buffers_of_another_stream() {
+    let Some(exec) = gpu() else { return };
+    let c = small_config();
+    let w = MoeWeights::random(c, 30).unwrap();
+    let mut layer = MoeLayer::new(exec.clone(), &w, 33).unwrap();
+    let x = random_x(&c, 33, 31);
+    let want = device_forward(&mut layer, &x);
+
+    let other: Arc<CudaStream> = exec.context().new_stream().unwrap();
+    let xd = other.clone_htod(&x).unwrap();
+    let mut out = other.clone_htod(&vec![bf16::NAN; x.len()]).unwrap();
+    cuda::forward(&mut layer, &xd, 33, &mut out).unwrap();
+    let got = other.clone_dtoh(&out).unwrap();
+    assert_eq!(bits(&got), bits(&want), "x/out on another stream");
+}
+
+/// Every bad argument is an `Err` naming it, before any launch: `out` keeps its bits and the
+/// launch count does not move.
+#[test]
+fn typed_forward_validates_every_argument() {
+    let Some(exec) = gpu() else { return };
+    let c = small_config();
+    let h = c.hidden;
+    let w = MoeWeights::random(c, 40).unwrap();
+    let mut layer = MoeLayer::new(exec.clone(), &w, 4).unwrap();
+    let x = random_x(&c, 8, 41);
+    let sentinel = common::random_bf16(&mut rng(42), 8 * h + 16, 3.0);
+    let xd = exec.upload(&x).unwrap();
+    let mut outd = exec.upload(&sentinel).unwrap();
+
+    let expect_err =
+        |layer: &mut CudaMoe, r: fused_moe::Result<()>, name: &str, outd: &CudaSlice<bf16>| {
+            match r {
+                Err(Error::InvalidArgument {
+                    name: n,
+                    expected,
+                    actual,
+                }) => {
+                    assert_eq!(
+                        n, name,
+                        "wrong argument named: expected {expected}, got {actual}"
+                    )
+                }
+                other => panic!("{name}: expected InvalidArgument, got {other:?}"),
+            }
+            assert_eq!(layer.launch_count(), 0, "{name}: something was launched");
+            assert_eq!(
+                bits(&download(&exec, outd, sentinel.len())),
+                bits(&sentinel),
+                "{name}: out was written"
+            );
+        };
+
+    // Lengths: x short/long, out short/long, for T = 3.
+    let r = cuda::forward(
+        &mut layer,
+        &xd.slice(..3 * h - 1),
+        3,
+        &mut outd.slice_mut(..3 * h),
+    );
+    expect_err(&mut layer, r, "x", &outd);
+    let r = cuda::forward(
+        &mut layer,
+        &xd.slice(..3 * h + 1),
+        3,
+        &mut outd.slice_mut(..3 * h),
+    );
+    expect_err(&mut layer, r, "x", &outd);
+    let r = cuda::forward(
+        &mut layer,
+        &xd.slice(..3 * h),
+        3,
+        &mut outd.slice_mut(..3 * h - 1),
+    );
+    expect_err(&mut layer, r, "out", &outd);
+    let r = cuda::forward(
+        &mut layer,
+        &xd.slice(..3 * h),
+        3,
+        &mut outd.slice_mut(..3 * h + 1),
+    );
+    expect_err(&mut layer, r, "out", &outd);
+    // More tokens than the workspace holds (buffers of the right size).
+    let r = cuda::forward(
+        &mut layer,
+        &xd.slice(..5 * h),
+        5,
+        &mut outd.slice_mut(..5 * h),
+    );
+    expect_err(&mut layer, r, "tokens", &outd);
+    // Addresses the kernels cannot load 16 bytes at a time from.
+    let r = cuda::forward(
+        &mut layer,
+        &xd.slice(1..3 * h + 1),
+        3,
+        &mut outd.slice_mut(..3 * h),
+    );
+    expect_err(&mut layer, r, "x", &outd);
+    let r = cuda::forward(
+        &mut layer,
+        &xd.slice(..3 * h),
+        3,
+        &mut outd.slice_mut(3..3 * h + 3),
+    );
+    expect_err(&mut layer, r, "out", &outd);
+    // Memory of another context.
+    let other = cudarc::driver::CudaContext::new_non_primary(exec.device().ordinal, 0).unwrap();
+    let foreign = other.default_stream().clone_htod(&x[..3 * h]).unwrap();
+    let r = cuda::forward(&mut layer, &foreign, 3, &mut outd.slice_mut(..3 * h));
+    expect_err(&mut layer, r, "x", &outd);
+    exec.context().bind_to_thread().unwrap();
+
+    // And the same call with good arguments works (and writes exactly the first 3 rows).
+    cuda::forward(
+        &mut layer,
+        &xd.slice(..3 * h),
+        3,
+        &mut outd.slice_mut(..3 * h),
+    )
+    .unwrap();
+    let out = download(&exec, &outd, sentinel.len());
+    assert_eq!(
+        bits(&out[3 * h..]),
+        bits(&sentinel[3 * h..]),
+        "wrote past out"
+    );
+    assert_bf16_matches(
+        "valid call",
+        &to_f32(&out[..3 * h]),
+        &reference::forward(&w, &x[..3 * h]).unwrap().y,
+    );
+}
+
+/// The executor's own entry points return errors where cudarc would panic or the driver
+/// would fail: a download longer than its source, a launch geometry the device cannot run.
+#[test]
+fn executor_rejects_bad_downloads_and_launch_geometry() {
+    let Some(exec) = gpu() else { return };
+    let buf = exec.upload(&[1.0f32, 2.0, 3.0]).unwrap();
+    let mut dst = [0f32; 4];
+    let err = exec.download(&buf, &mut dst).expect_err("4 from 3");
+    assert!(
+        matches!(err, Error::InvalidArgument { name: "dst", .. }),
+        "{err:?}"
+    );
+    let mut dst = [0f32; 2];
+    exec.download(&buf, &mut dst).unwrap();
+    assert_eq!(dst, [1.0, 2.0]);
+
+    let empty = exec.upload::<f32>(&[]).unwrap();
+    assert_eq!(exec.len(&empty), 0);
+    exec.download(&empty, &mut []).unwrap();
+    assert_eq!(exec.len(&exec.alloc_zeroed::<i32>(0).unwrap()), 0);
+
+    let c = small_config();
+    for grid in [[0, 1, 1], [1, 1 << 20, 1]] {
+        let mut l = plan::route_launch(&c, 1, &ForwardBuffers::default());
+        l.dims.grid = grid;
+        // SAFETY: the geometry check rejects the launch before the null addresses matter.
+        let err = unsafe { exec.launch(&l) }.expect_err("bad grid must be rejected");
+        assert!(
+            matches!(err, Error::InvalidArgument { name: "launch", .. }),
+            "{err:?}"
+        );
+    }
+    let mut l = plan::route_launch(&c, 1, &ForwardBuffers::default());
+    l.dims.block = [2048, 1, 1];
+    // SAFETY: as above.
+    let err = unsafe { exec.launch(&l) }.expect_err("2048 threads must be rejected");
+    assert!(
+        matches!(err, Error::InvalidArgument { name: "launch", .. }),
+        "{err:?}"
+    );
+    // The context is still healthy.
+    exec.stream().synchronize().unwrap();
+}
+
+/// The compiled kernels use no local memory (no spills after the driver's JIT for this GPU).
+#[test]
+fn kernels_use_no_local_memory_on_this_gpu() {
+    let Some(exec) = gpu() else { return };
+    for id in KernelId::ALL {
+        let f = exec.kernel_function(id).expect("loaded");
+        let local = f.local_size_bytes().unwrap();
+        let regs = f.num_regs().unwrap();
+        println!(
+            "{}: {regs} registers, {local} bytes local memory",
+            id.name()
+        );
+        assert_eq!(
+            local,
+            0,
+            "{} uses {local} bytes of local memory per thread",
+            id.name()
+        );
+        assert!(regs > 0);
+    }
+}
+
+/// `time_forward` measures GPU time and rejects a ragged `x`.
+#[test]
+fn time_forward_reports_gpu_time() {
+    let Some(exec) = gpu() else { return };
+    let c = small_config();
+    let w = MoeWeights::random(c, 50).unwrap();
+    let mut layer = MoeLayer::new(exec, &w, 8).unwrap();
+    let x = random_x(&c, 8, 51);
+    let t = cuda::time_forward(&mut layer, &x, 5).unwrap();
+    assert!(
+        t > std::time::Duration::ZERO && t < std::time::Duration::from_secs(1),
+        "{t:?}"
+    );
+    assert!(cuda::time_forward(&mut layer, &x[1..], 5).is_err());
+    assert_eq!(
+        cuda::time_forward(&mut layer, &[], 5).unwrap(),
+        std::time::Duration::ZERO
+    );
+}
