@@ -89,6 +89,9 @@ fn build_emulator(kernels: &Path, sources: &[PathBuf], out_dir: &Path) {
             .extra_warnings(true)
             .warnings_into_errors(werror())
             .flag("-std=c++17")
+            // Probe every page of a large stack frame, so a fiber stack overflow always hits
+            // the guard page (and gets the runtime's message) instead of jumping past it.
+            .flag_if_supported("-fstack-clash-protection")
             .include(kernels);
         if let Some(s) = &sanitize {
             b.flag(format!("-fsanitize={s}")).flag("-fno-omit-frame-pointer");

@@ -12,7 +12,7 @@
 //! every distinct expert its tokens select — so criterion's GB/s compares directly with the
 //! GPU's memory bandwidth in the memory-bound decode regime (small T).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fused_moe::backends::emulated::{EmuOptions, EmulatedExecutor};
 use fused_moe::weights::random_bf16;
 use fused_moe::{reference, Activation, MoeConfig, MoeLayer, MoeWeights, Routing};
@@ -77,6 +77,7 @@ fn cpu(c: &mut Criterion) {
 
 #[cfg(feature = "cuda")]
 fn gpu(c: &mut Criterion) {
+    use criterion::BenchmarkId;
     use fused_moe::backends::cuda::{self, cudarc, CudaExecutor};
     use fused_moe::Executor;
 

@@ -43,7 +43,7 @@ namespace {
 
 constexpr int kThreads = 256; // = GEMM1_THREADS = GEMM2_THREADS in src/plan.rs
 constexpr int kWarps = kThreads / fmoe::kWarpSize;
-constexpr int kChunk = 2048; // input elements staged per pass (8 KiB of f32)
+constexpr int kChunk = 2048; // input elements staged at a time (8 KiB of f32)
 // Output columns per warp. GEMM1 needs two weight rows (gate, up) per column, GEMM2 one, so
 // both stream 8 rows per warp: 8 x 16-byte loads in flight per lane, within the 128 registers
 // that two resident blocks per SM allow, without spills on sm_80 and sm_90.
@@ -121,7 +121,8 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2) fmoe_expert_gemm1_bf16
         if (lane < kGemm1ColsPerWarp && col < I) {
             const float* b1 = reinterpret_cast<const float*>(p.b1) + expert_rows;
             const float gate = pick_for_lane<kGemm1ColsPerWarp>(acc, 2, 0, lane) + b1[interleaved ? 2 * col : col];
-            const float up = pick_for_lane<kGemm1ColsPerWarp>(acc, 2, 1, lane) + b1[interleaved ? 2 * col + 1 : I + col];
+            const float up =
+                pick_for_lane<kGemm1ColsPerWarp>(acc, 2, 1, lane) + b1[interleaved ? 2 * col + 1 : I + col];
             fmoe::store_bf16(act + col, fmoe::activation(p.activation, gate, up, p.swiglu_alpha, p.swiglu_limit));
         }
     }

@@ -14,8 +14,9 @@
 // Launch (src/plan.rs route_launch): grid = [T, 1, 1], block = [256, 1, 1], no dynamic shared
 // memory. One block per token:
 //   1. the x row is staged in shared memory as f32, kChunk elements at a time (any H);
-//   2. each warp takes kRowsPerPass experts at a time and accumulates lane-strided partial dots
-//      over the chunk, reduced with shuffles into a per-expert f32 total in shared memory;
+//   2. each warp takes kRowsPerPass experts per pass and accumulates lane-strided partial dots
+//      in registers over all chunks, then reduces them with shuffles into a per-expert f32
+//      total in shared memory;
 //   3. warp 0 holds the E <= 256 logits (8 per lane), runs k rounds of warp arg-max and
 //      computes the weights with shuffle reductions.
 // Assumptions (checked on the host before launch): 1 <= k <= E <= FMOE_MAX_EXPERTS,
@@ -33,8 +34,8 @@ namespace {
 
 constexpr int kThreads = 256; // = ROUTE_THREADS in src/plan.rs
 constexpr int kWarps = kThreads / fmoe::kWarpSize;
-constexpr int kChunk = 2048;     // x elements staged per pass (8 KiB of f32)
-constexpr int kRowsPerPass = 4;  // experts a warp accumulates at once (loads in flight)
+constexpr int kChunk = 2048;     // x elements staged at a time (8 KiB of f32)
+constexpr int kRowsPerPass = 4;  // experts a warp accumulates per pass (loads in flight)
 constexpr int kScoresPerLane = FMOE_MAX_EXPERTS / fmoe::kWarpSize; // lane l holds e = l + 32 i
 static_assert(FMOE_MAX_TOP_K <= fmoe::kWarpSize, "one lane per selected slot");
 
@@ -62,12 +63,18 @@ extern "C" __global__ void __launch_bounds__(kThreads) fmoe_route_topk_bf16(cons
     const bool vec = H % 8 == 0 && fmoe::is_aligned(wr, 16);
 
     // ---- 1–2: dot_total[e] = Wr[e] · x[t] ----
-    for (int h0 = 0; h0 < H; h0 += kChunk) {
-        const int n = fmoe::min_int(kChunk, H - h0);
-        __syncthreads(); // every warp is done reading the previous chunk
-        fmoe::stage_bf16_as_f32(xs, x + h0, n);
-        __syncthreads(); // the chunk is complete before anyone reads it
-        for (int e0 = warp * kRowsPerPass; e0 < E; e0 += kWarps * kRowsPerPass) {
+    // Pass p gives warp w the experts p·32 + 4w .. p·32 + 4w + 3; every warp runs every pass (a
+    // warp past E re-reads row E-1 and discards it), so all threads reach the same barriers.
+    // Partials stay in registers across chunks and are reduced once per expert.
+    constexpr int kExpertsPerPass = kWarps * kRowsPerPass;
+    for (int e_pass = 0; e_pass < E; e_pass += kExpertsPerPass) {
+        const int e0 = e_pass + warp * kRowsPerPass;
+        float acc[kRowsPerPass] = {};
+        for (int h0 = 0; h0 < H; h0 += kChunk) {
+            const int n = fmoe::min_int(kChunk, H - h0);
+            __syncthreads(); // every warp is done reading the previous chunk
+            fmoe::stage_bf16_as_f32(xs, x + h0, n);
+            __syncthreads(); // the chunk is complete before anyone reads it
             const uint16_t* rows[kRowsPerPass];
             FMOE_UNROLL
             for (int r = 0; r < kRowsPerPass; ++r) {
@@ -75,14 +82,13 @@ extern "C" __global__ void __launch_bounds__(kThreads) fmoe_route_topk_bf16(cons
                 // per-row branches and every load in bounds.
                 rows[r] = wr + static_cast<int64_t>(fmoe::min_int(e0 + r, E - 1)) * H + h0;
             }
-            float acc[kRowsPerPass] = {};
             fmoe::lane_dot_rows(rows, xs, n, vec, acc);
-            fmoe::warp_sum_all(acc);
-            if (lane == 0) {
-                FMOE_UNROLL
-                for (int r = 0; r < kRowsPerPass; ++r) {
-                    if (e0 + r < E) dot_total[e0 + r] = (h0 == 0 ? 0.0f : dot_total[e0 + r]) + acc[r];
-                }
+        }
+        fmoe::warp_sum_all(acc);
+        if (lane == 0) {
+            FMOE_UNROLL
+            for (int r = 0; r < kRowsPerPass; ++r) {
+                if (e0 + r < E) dot_total[e0 + r] = acc[r];
             }
         }
     }

@@ -141,7 +141,9 @@ impl MoeConfig {
             source,
         })?;
         Self::from_config_str(&text).map_err(|e| match e {
-            Error::Checkpoint { tensor, message, .. } => Error::Checkpoint {
+            Error::Checkpoint {
+                tensor, message, ..
+            } => Error::Checkpoint {
                 file: path.to_owned(),
                 tensor,
                 message,
@@ -168,10 +170,9 @@ impl MoeConfig {
         let uint = |keys: &[&str]| -> Result<usize> {
             for k in keys {
                 if let Some(x) = obj.get(*k) {
-                    return x
-                        .as_u64()
-                        .map(|x| x as usize)
-                        .ok_or_else(|| bad(format!("`{k}` must be a non-negative integer, got {x}")));
+                    return x.as_u64().map(|x| x as usize).ok_or_else(|| {
+                        bad(format!("`{k}` must be a non-negative integer, got {x}"))
+                    });
                 }
             }
             Err(bad(format!(

@@ -1,7 +1,6 @@
 //! The CPU reference: the oracle every kernel is tested against.
 //!
-//! Plain Rust, written to be obviously right rather than fast, with exactly the rounding points
-//! of SPEC §4:
+//! Plain Rust, written to be obviously right, with exactly the rounding points of SPEC §4:
 //!
 //! | stage | computed in | rounded to |
 //! |---|---|---|

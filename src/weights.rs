@@ -4,7 +4,7 @@
 use crate::config::MoeConfig;
 use crate::error::{check_len, Result};
 use half::bf16;
-use rand::{Rng, SeedableRng};
+use rand::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
 /// A layer's weights. Shapes (row-major): `router_weight` [E, H], `router_bias` [E],
@@ -79,27 +79,29 @@ const CHUNK: usize = 1 << 16;
 /// `n` bf16 values uniform in ±`scale`, deterministic in `seed` whatever the thread count.
 pub fn random_bf16(n: usize, scale: f32, seed: u64) -> Vec<bf16> {
     let mut v = vec![bf16::ZERO; n];
-    v.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let mut rng = chunk_rng(seed, c);
-        for x in chunk {
-            *x = bf16::from_f32(rng.random_range(-scale..scale));
-        }
-    });
+    fill_uniform(&mut v, scale, seed, bf16::from_f32);
     v
 }
 
 /// `n` f32 values uniform in ±`scale`, deterministic in `seed`.
 pub fn random_f32(n: usize, scale: f32, seed: u64) -> Vec<f32> {
     let mut v = vec![0.0f32; n];
-    v.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let mut rng = chunk_rng(seed, c);
-        for x in chunk {
-            *x = rng.random_range(-scale..scale);
-        }
-    });
+    fill_uniform(&mut v, scale, seed, |x| x);
     v
 }
 
-fn chunk_rng(seed: u64, chunk: usize) -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ chunk as u64)
+/// Fills `out` in parallel chunks, each from its own small fast generator seeded by
+/// (seed, chunk index), so the result does not depend on the thread count. Synthetic gpt-oss
+/// weights are ~10^9 values: a cryptographic generator would dominate a CLI run.
+fn fill_uniform<T: Send>(out: &mut [T], scale: f32, seed: u64, conv: impl Fn(f32) -> T + Sync) {
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        );
+        for x in chunk {
+            // 24 random bits → uniform in [-1, 1) exactly representable in f32.
+            let u = (rng.next_u32() >> 8) as f32 * (2.0 / (1u32 << 24) as f32) - 1.0;
+            *x = conv(u * scale);
+        }
+    });
 }

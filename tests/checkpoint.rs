@@ -988,3 +988,40 @@ fn synthetic_writer_rejects_what_config_json_cannot_say() {
         a
     );
 }
+
+#[test]
+fn f4_blocks_and_e8m0_scales_are_read_like_u8() {
+    // The same bytes declared as F4 (shape counting 4-bit codes) and F8_E8M0 load the same.
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(
+        dir.path(),
+        small(64, 32, 2, 1),
+        1,
+        Layout::Original,
+        ExpertFormat::Mxfp4,
+        1,
+    );
+    let want = checkpoint::load_layer(dir.path(), 0).unwrap();
+    let (blocks, scales) = (
+        "block.0.mlp.mlp1_weight.blocks",
+        "block.0.mlp.mlp1_weight.scales",
+    );
+    rewrite(dir.path(), blocks, |m| {
+        let b = m.get_mut(blocks).unwrap();
+        b.0 = Dtype::F4;
+        b.1 = vec![2, 64, 2, 32];
+        m.get_mut(scales).unwrap().0 = Dtype::F8_E8M0;
+    });
+    let got = checkpoint::load_layer(dir.path(), 0).unwrap();
+    assert_eq!(got.w1, want.w1);
+    // F4 with the U8 shape (16 per block) is a shape error.
+    let file = rewrite(dir.path(), blocks, |m| {
+        m.get_mut(blocks).unwrap().1 = vec![2, 64, 4, 16]
+    });
+    assert_ckpt_err(
+        checkpoint::load_layer(dir.path(), 0).unwrap_err(),
+        &file,
+        Some(blocks),
+        &["wrong shape", "[2, 64, 2, 32]"],
+    );
+}

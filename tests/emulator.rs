@@ -64,6 +64,7 @@ extern "C" {
     fn fmoe_emu_emu_test_cp_async(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_emu_test_convert(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_fragment_probe(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
+    fn fmoe_emu_emu_test_stack(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_oob_probe(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
 }
 
@@ -160,8 +161,8 @@ fn indices_3d_grid_and_block() {
                                 let t = (tx + block[0] * (ty + block[1] * tz)) as usize;
                                 let g = b * per_block + t;
                                 let want = [
-                                    tx, ty, tz, bx, by, bz, block[0], block[1], block[2],
-                                    grid[0], grid[1], grid[2], 32,
+                                    tx, ty, tz, bx, by, bz, block[0], block[1], block[2], grid[0],
+                                    grid[1], grid[2], 32,
                                 ];
                                 assert_eq!(
                                     &out[g * 13..g * 13 + 13],
@@ -376,7 +377,11 @@ fn votes_ballot_any_all_activemask() {
             .unwrap();
             for warp in 0..block.div_ceil(32) {
                 let lanes = (block - 32 * warp).min(32);
-                let existing = if lanes == 32 { u32::MAX } else { (1 << lanes) - 1 };
+                let existing = if lanes == 32 {
+                    u32::MAX
+                } else {
+                    (1 << lanes) - 1
+                };
                 let members = mask & existing;
                 let ballot = (0..lanes)
                     .filter(|&l| members >> l & 1 == 1 && inp[(32 * warp + l) as usize] != 0)
@@ -413,7 +418,13 @@ fn votes_ballot_any_all_activemask() {
 #[test]
 fn barriers_and_predicate_reductions() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    for block in [[1u32, 1, 1], [33, 1, 1], [256, 1, 1], [1024, 1, 1], [8, 4, 3]] {
+    for block in [
+        [1u32, 1, 1],
+        [33, 1, 1],
+        [256, 1, 1],
+        [1024, 1, 1],
+        [8, 4, 3],
+    ] {
         let n = (block[0] * block[1] * block[2]) as usize;
         let rounds = 3;
         let mut inp: Vec<i32> = (0..n).map(|_| rng.random_range(-1000..1000)).collect();
@@ -581,14 +592,26 @@ fn dynamic_shared_memory_limit() {
         &p,
         &opts(1),
     ));
-    assert_contains(&msg, &["bad launch", "dynamic shared memory", &format!("{}", max + 1)]);
+    assert_contains(
+        &msg,
+        &[
+            "bad launch",
+            "dynamic shared memory",
+            &format!("{}", max + 1),
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Faults: deadlocks, strict mode, misuse
 // ---------------------------------------------------------------------------------------------
 
-fn faults_run(mode: i32, block: u32, arg1: i32, o: &EmuOptions) -> (fused_moe::Result<EmuStats>, Vec<i32>) {
+fn faults_run(
+    mode: i32,
+    block: u32,
+    arg1: i32,
+    o: &EmuOptions,
+) -> (fused_moe::Result<EmuStats>, Vec<i32>) {
     let grid = 4u32;
     let mut out = vec![0i32; (grid * block) as usize];
     let p = TestParams {
@@ -655,7 +678,11 @@ fn exited_threads_count_as_arrived_except_in_strict_mode() {
     let msg = emu_message(r);
     assert_contains(
         &msg,
-        &["strict mode", "block (2,0,0)", "thread 16 exited while 16 thread(s) wait at __syncthreads"],
+        &[
+            "strict mode",
+            "block (2,0,0)",
+            "thread 16 exited while 16 thread(s) wait at __syncthreads",
+        ],
     );
 }
 
@@ -678,7 +705,10 @@ fn exited_lanes_in_a_full_mask_shuffle() {
     let msg = emu_message(r);
     assert_contains(
         &msg,
-        &["strict mode", "warp 0: thread 16 exited while lanes 0-15 wait for it in __shfl_xor_sync"],
+        &[
+            "strict mode",
+            "warp 0: thread 16 exited while lanes 0-15 wait for it in __shfl_xor_sync",
+        ],
     );
 }
 
@@ -686,7 +716,10 @@ fn exited_lanes_in_a_full_mask_shuffle() {
 fn misuse_is_always_an_error() {
     for (mode, parts) in [
         (4, &["misuse", "does not name it"][..]),
-        (5, &["misuse", "__ballot_sync", "__shfl_sync", "same collective"][..]),
+        (
+            5,
+            &["misuse", "__ballot_sync", "__shfl_sync", "same collective"][..],
+        ),
         (6, &["misuse", "width 3"][..]),
         (7, &["misuse", "thread 40 (warp 1) executed __trap()"][..]),
     ] {
@@ -737,10 +770,22 @@ fn deterministic_order_and_seeded_shuffle() {
     let a = order_run(64, Some(1));
     let mut sorted = a.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, (0..64).collect::<Vec<_>>(), "a permutation of the threads");
-    assert_eq!(order_run(64, Some(1)), a, "the same seed gives the same order");
+    assert_eq!(
+        sorted,
+        (0..64).collect::<Vec<_>>(),
+        "a permutation of the threads"
+    );
+    assert_eq!(
+        order_run(64, Some(1)),
+        a,
+        "the same seed gives the same order"
+    );
     assert_ne!(a, det, "a seed changes the order");
-    assert_ne!(order_run(64, Some(2)), a, "another seed gives another order");
+    assert_ne!(
+        order_run(64, Some(2)),
+        a,
+        "another seed gives another order"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -781,7 +826,10 @@ fn bad_launches_are_rejected_before_running() {
         &small,
         &opts(1),
     ));
-    assert_contains(&msg, &["bad launch", "params struct is 16 bytes", "takes 48"]);
+    assert_contains(
+        &msg,
+        &["bad launch", "params struct is 16 bytes", "takes 48"],
+    );
 }
 
 #[test]
@@ -859,9 +907,16 @@ fn cp_async_is_deferred_until_waited_for() {
             &opts(1),
         )
         .unwrap();
-        assert!(out2.iter().all(|&v| v == u32::MAX), "read before the wait: {out2:?}");
+        assert!(
+            out2.iter().all(|&v| v == u32::MAX),
+            "read before the wait: {out2:?}"
+        );
         for t in 0..n {
-            assert_eq!(&out[8 * t..8 * t + 4], &inp[8 * t..8 * t + 4], "thread {t} group 1");
+            assert_eq!(
+                &out[8 * t..8 * t + 4],
+                &inp[8 * t..8 * t + 4],
+                "thread {t} group 1"
+            );
             let src: Vec<u8> = inp[8 * t + 4..8 * t + 8]
                 .iter()
                 .flat_map(|w| w.to_le_bytes())
@@ -879,7 +934,11 @@ fn cp_async_is_deferred_until_waited_for() {
                     u32::from_le_bytes(b)
                 })
                 .collect();
-            assert_eq!(&out[8 * t + 4..8 * t + 8], &want[..], "thread {t} zero-filled group 2, src_bytes {zfill}");
+            assert_eq!(
+                &out[8 * t + 4..8 * t + 8],
+                &want[..],
+                "thread {t} zero-filled group 2, src_bytes {zfill}"
+            );
         }
     }
 }
@@ -891,13 +950,37 @@ fn cp_async_is_deferred_until_waited_for() {
 #[test]
 fn bf16_and_f16_conversions_round_to_nearest_even() {
     let mut inputs: Vec<u32> = vec![
-        0x0000_0000, 0x8000_0000, 0x0000_0001, 0x807f_ffff, 0x0080_0000, 0x3f80_0000, 0x3f80_8000,
-        0x3f81_8000, 0x3f80_8001, 0x3f80_7fff, 0x7f7f_ffff, 0xff7f_ffff, 0x7f7f_8000, 0x7f80_0000,
-        0xff80_0000, 0x7f80_0001, 0x7fc0_0000, 0xffc0_0001, 0x7fff_ffff,
-        65504f32.to_bits(), 65519.99f32.to_bits(), 65520f32.to_bits(), (-65520f32).to_bits(),
-        2f32.powi(-24).to_bits(), 2f32.powi(-25).to_bits(), (2f32.powi(-25) * 1.0001).to_bits(),
-        (2f32.powi(-24) * 1.5).to_bits(), (2f32.powi(-24) * 2.5).to_bits(), 2f32.powi(-14).to_bits(),
-        (2f32.powi(-14) * (1.0 - 2f32.powi(-11))).to_bits(), 1.000_488_3f32.to_bits(),
+        0x0000_0000,
+        0x8000_0000,
+        0x0000_0001,
+        0x807f_ffff,
+        0x0080_0000,
+        0x3f80_0000,
+        0x3f80_8000,
+        0x3f81_8000,
+        0x3f80_8001,
+        0x3f80_7fff,
+        0x7f7f_ffff,
+        0xff7f_ffff,
+        0x7f7f_8000,
+        0x7f80_0000,
+        0xff80_0000,
+        0x7f80_0001,
+        0x7fc0_0000,
+        0xffc0_0001,
+        0x7fff_ffff,
+        65504f32.to_bits(),
+        65519.99f32.to_bits(),
+        65520f32.to_bits(),
+        (-65520f32).to_bits(),
+        2f32.powi(-24).to_bits(),
+        2f32.powi(-25).to_bits(),
+        (2f32.powi(-25) * 1.0001).to_bits(),
+        (2f32.powi(-24) * 1.5).to_bits(),
+        (2f32.powi(-24) * 2.5).to_bits(),
+        2f32.powi(-14).to_bits(),
+        (2f32.powi(-14) * (1.0 - 2f32.powi(-11))).to_bits(),
+        1.000_488_3f32.to_bits(),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     inputs.extend((0..20_000).map(|_| rng.random::<u32>()));
@@ -940,7 +1023,11 @@ fn bf16_and_f16_conversions_round_to_nearest_even() {
         assert_eq!(out2[2 * i], bf << 16, "bf16 -> f32 of {bf:#06x}");
         let h = half::f16::from_bits(hf as u16);
         // ... and widen an f16 NaN to the canonical f32 NaN.
-        let back = if h.is_nan() { 0x7fff_ffff } else { h.to_f32().to_bits() };
+        let back = if h.is_nan() {
+            0x7fff_ffff
+        } else {
+            h.to_f32().to_bits()
+        };
         assert_eq!(out2[2 * i + 1], back, "f16 -> f32 of {hf:#06x}");
     }
 }
@@ -1034,7 +1121,11 @@ fn fragment_probe_matches_ptx_layouts() {
         &opts(1),
     )
     .unwrap();
-    assert_eq!(stats.warp_collectives, warps as u64 * 8, "mma + syncwarp + 6 ldmatrix per warp");
+    assert_eq!(
+        stats.warp_collectives,
+        warps as u64 * 8,
+        "mma + syncwarp + 6 ldmatrix per warp"
+    );
 
     for w in 0..warps {
         for lane in 0..32 {
@@ -1042,12 +1133,23 @@ fn fragment_probe_matches_ptx_layouts() {
             for e in 0..4 {
                 let (r, n) = c_pos(lane, e);
                 let want = 1024.0 * (8 * r + n + 1) as f32 + (16 * r + sel(w, n)) as f32;
-                assert_eq!(d[4 * t + e], want, "mma D: warp {w} lane {lane} element {e} = D[{r}][{n}]");
+                assert_eq!(
+                    d[4 * t + e],
+                    want,
+                    "mma D: warp {w} lane {lane} element {e} = D[{r}][{n}]"
+                );
             }
             let elem = |j: usize, r: usize, q: usize| bf16_bits((64 * j + 8 * r + q + w) as f32);
-            for (variant, (num, trans)) in [(1, false), (2, false), (4, false), (1, true), (2, true), (4, true)]
-                .into_iter()
-                .enumerate()
+            for (variant, (num, trans)) in [
+                (1, false),
+                (2, false),
+                (4, false),
+                (1, true),
+                (2, true),
+                (4, true),
+            ]
+            .into_iter()
+            .enumerate()
             {
                 for j in 0..4 {
                     let (q, p2) = (lane / 4, 2 * (lane % 4));
@@ -1097,7 +1199,58 @@ fn asan_catches_planted_oob_write() {
         &opts(1),
     )
     .unwrap();
-    assert!(!asan_probe, "the planted out-of-bounds write was not caught (is this an ASan build?)");
+    assert!(
+        !asan_probe,
+        "the planted out-of-bounds write was not caught (is this an ASan build?)"
+    );
     assert_eq!(out[..n], (0..n as i32).collect::<Vec<_>>()[..]);
     assert_eq!(out[n], -1, "the planted write past the end");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fiber stack overflow
+// ---------------------------------------------------------------------------------------------
+
+/// A kernel whose locals exceed the fiber stack must crash at once with a message naming the
+/// fix (the guard page below every stack), never corrupt a neighbouring stack. Runs the
+/// overflowing kernel in a child process: this test binary, filtered to this test.
+#[test]
+fn fiber_stack_overflow_is_reported() {
+    if std::env::var("FUSED_MOE_EMU_OVERFLOW_CHILD").is_ok_and(|v| v == "1") {
+        let mut out = vec![0i32; 2];
+        let p = TestParams {
+            out: addr(&mut out),
+            ..Default::default()
+        };
+        let r = run(
+            fmoe_emu_emu_test_stack,
+            "emu_test_stack",
+            dims([1, 1, 1], [2, 1, 1], 0),
+            &p,
+            &opts(1),
+        );
+        panic!("the stack overflow went unnoticed: {r:?}, out {out:?}");
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let child = std::process::Command::new(exe)
+        .args([
+            "fiber_stack_overflow_is_reported",
+            "--exact",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("FUSED_MOE_EMU_OVERFLOW_CHILD", "1")
+        .env("FUSED_MOE_EMU_STACK_KIB", "64")
+        .output()
+        .expect("run the child test process");
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(
+        !child.status.success(),
+        "the child should have crashed:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("overflowed its fiber stack") && stderr.contains("FUSED_MOE_EMU_STACK_KIB"),
+        "no stack-overflow message from the emulator; child stderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("went unnoticed"), "{stderr}");
 }

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{assert_bf16_matches, assert_close, rng};
+use common::{assert_close, rng, BF16_MAX_TOL, BF16_RMS_TOL};
 use fused_moe::backends::emulated::{runtime, EmuOptions, EmulatedExecutor, EmulatedMoe};
 use fused_moe::{
     reference, Activation, Executor, MoeConfig, MoeLayer, MoeOutput, MoeWeights, Routing,
@@ -126,7 +126,17 @@ fn check_forward(what: &str, w: &MoeWeights, x: &[bf16], got: &MoeOutput) {
             want_y[t * h..(t + 1) * h].copy_from_slice(&y[t * h..(t + 1) * h]);
         }
     }
-    assert_bf16_matches(&format!("{what}: y"), &got.y, &want_y);
+    // SPEC §4's tolerances only: unlike a single kernel, the forward compounds roundings — a
+    // GEMM1 activation that rounds to the neighbouring bf16 value (an element on a rounding
+    // boundary; large activations have large steps) shifts a whole row of y by a step or more,
+    // so bit agreement is not expected here. tests/kernels.rs holds each kernel to it.
+    assert_close(
+        &format!("{what}: y"),
+        &got.y,
+        &want_y,
+        BF16_MAX_TOL,
+        BF16_RMS_TOL,
+    );
 }
 
 /// Bit-for-bit equality of two forwards' outputs.

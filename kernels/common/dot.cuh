@@ -16,7 +16,9 @@ namespace fmoe {
 // dst[i] = f32(src[i]) for i < n. Every thread of the (1-D) block takes part, consecutive
 // threads on consecutive elements (coalesced). Callers put __syncthreads() around it.
 __device__ __forceinline__ void stage_bf16_as_f32(float* dst, const uint16_t* src, int n) {
-    for (int i = static_cast<int>(threadIdx.x); i < n; i += static_cast<int>(blockDim.x)) dst[i] = bf16_to_float(src[i]);
+    for (int i = static_cast<int>(threadIdx.x); i < n; i += static_cast<int>(blockDim.x)) {
+        dst[i] = bf16_to_float(src[i]);
+    }
 }
 
 // Adds this lane's share of dot(rows[r][0..n), xs[0..n)) to acc[r] for R rows at once: each

@@ -10,8 +10,3 @@
 #else
 #define FMOE_UNROLL _Pragma("GCC unroll 16")
 #endif
-
-// __launch_bounds__ only informs nvcc's register allocation; the emulator has nothing to bound.
-#if !defined(__CUDACC__) && !defined(__launch_bounds__)
-#define __launch_bounds__(...)
-#endif

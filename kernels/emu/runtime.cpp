@@ -15,6 +15,18 @@
 // runnable and not every thread has exited, the block is deadlocked and the launch fails with a
 // report naming the block, the warp and the arrival counts — it never hangs.
 //
+// Exited threads: as on the GPU, a thread that has exited counts as arrived at __syncthreads,
+// and exited (or non-existent, in a partial warp) lanes drop out of a warp collective's mask.
+// Strict mode instead fails the launch when a thread exits while others wait at a barrier (or
+// reaches a barrier after some thread exited), when a collective's mask names an exited lane,
+// and when a shuffle reads a lane that is not taking part (by default that read yields
+// all-ones bytes: NaN / -1). Misuse is always an error: a mask without the calling lane,
+// different collectives under one mask at the same time, a bad shuffle width, __trap().
+//
+// Order: deterministic by default — threads start in index order; when a barrier or a
+// collective completes, the thread that completed it runs on and the others follow in index
+// order. With a seed, every such release (and the start order) is a seeded shuffle.
+//
 // Context switches: hand-written x86-64 (callee-saved registers, MXCSR and the x87 control word;
 // ~10–20 ns) or, on other targets (or with -DFMOE_EMU_FORCE_UCONTEXT), ucontext. Under
 // AddressSanitizer every switch is announced with __sanitizer_{start,finish}_switch_fiber.
@@ -27,6 +39,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -227,9 +240,90 @@ size_t stack_bytes() {
     return bytes;
 }
 
-// A set of fiber stacks, borrowed by one worker at a time.
+// Stack overflow reporting. Every guard page is recorded (append-only, so the signal handler
+// can read the table without a lock); a SIGSEGV inside one prints what happened and how to get
+// more stack, then the fault is re-raised with the default action. Other faults go to the
+// previously installed handler (Rust's own stack-overflow handler, ASan's, or the default).
+constexpr size_t kMaxGuards = size_t(1) << 16;
+uintptr_t g_guard_lo[kMaxGuards];
+std::atomic<size_t> g_guard_count{0};
+std::mutex g_guard_mutex;
+struct sigaction g_previous_segv;
+
+void segv_handler(int sig, siginfo_t* info, void* uctx) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(info->si_addr);
+    const size_t n = g_guard_count.load(std::memory_order_acquire);
+    for (size_t i = 0; i < n; ++i) {
+        if (a >= g_guard_lo[i] && a < g_guard_lo[i] + page_size()) {
+            static const char msg[] =
+                "\nfused-moe emulator: a CUDA thread overflowed its fiber stack (a kernel with large local "
+                "arrays or deep recursion); set FUSED_MOE_EMU_STACK_KIB to more than the current size "
+                "(default 256, 1024 under ASan)\n";
+            ssize_t unused = write(2, msg, sizeof msg - 1);
+            (void)unused;
+            signal(SIGSEGV, SIG_DFL);
+            return; // the faulting access repeats and now kills the process
+        }
+    }
+    if (g_previous_segv.sa_flags & SA_SIGINFO) {
+        g_previous_segv.sa_sigaction(sig, info, uctx);
+    } else if (g_previous_segv.sa_handler == SIG_DFL || g_previous_segv.sa_handler == SIG_IGN) {
+        signal(SIGSEGV, SIG_DFL);
+    } else {
+        g_previous_segv.sa_handler(sig);
+    }
+}
+
+void install_segv_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = &segv_handler;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &g_previous_segv);
+    });
+}
+
+// A worker thread needs an alternate signal stack for the handler to run after an overflow;
+// threads Rust created have one, the emulator's own worker threads get this one.
+struct AltStack {
+    void* mem = nullptr;
+    bool installed = false;
+    AltStack() {
+        stack_t current;
+        if (sigaltstack(nullptr, &current) == 0 && !(current.ss_flags & SS_DISABLE)) return;
+        const size_t size = 64 * 1024;
+        mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) {
+            mem = nullptr;
+            return;
+        }
+        stack_t ss;
+        ss.ss_sp = mem;
+        ss.ss_size = size;
+        ss.ss_flags = 0;
+        installed = sigaltstack(&ss, nullptr) == 0;
+    }
+    ~AltStack() {
+        if (installed) {
+            stack_t ss;
+            memset(&ss, 0, sizeof ss);
+            ss.ss_flags = SS_DISABLE;
+            sigaltstack(&ss, nullptr);
+        }
+        if (mem) munmap(mem, 64 * 1024);
+    }
+};
+
+struct Worker;
+
+// A set of fiber stacks and a worker's state, borrowed by one worker thread at a time, so a
+// launch maps and allocates nothing once the pool has warmed up.
 struct FiberPool {
     std::vector<Fiber*> fibers;
+    Worker* worker = nullptr; // created on first use (holds a block's per-warp buffers)
 
     // Makes sure `n` fibers exist; false when the memory could not be mapped.
     bool reserve(uint32_t n) {
@@ -242,6 +336,14 @@ struct FiberPool {
             if (mprotect(m, guard, PROT_NONE) != 0) {
                 munmap(m, guard + size);
                 return false;
+            }
+            {
+                std::lock_guard<std::mutex> lock(g_guard_mutex); // workers grow their pools concurrently
+                const size_t slot = g_guard_count.load(std::memory_order_relaxed);
+                if (slot < kMaxGuards) {
+                    g_guard_lo[slot] = reinterpret_cast<uintptr_t>(m);
+                    g_guard_count.store(slot + 1, std::memory_order_release); // publish to the handler
+                }
             }
             Fiber* f = new Fiber();
             f->map = static_cast<char*>(m);
@@ -1060,7 +1162,11 @@ void run_block(Worker* w, uint64_t linear) {
         f->copies.clear();
         f->copy_groups = 0;
         f->asan_fake_stack = nullptr;
-        context_init(f->ctx, f->stack_lo, f->stack_size, &fiber_main, f);
+        // Stagger the stack tops by t * 5 cache lines (mod 4 KiB): the stacks are a multiple of
+        // 4 KiB apart, so without this every fiber's saved registers would fall into the same
+        // L1 cache set and evict each other at every switch.
+        const size_t color = (size_t(t) * 5u % 64u) * 64u;
+        context_init(f->ctx, f->stack_lo, f->stack_size - color, &fiber_main, f);
         order[t] = t;
     }
     w->runq_head = 0;
@@ -1083,9 +1189,13 @@ void record_failure(LaunchState* L, const Failure& f) {
     L->abort.store(true, std::memory_order_relaxed);
 }
 
-void worker_main(LaunchState* L, Worker* w) {
+void worker_main(LaunchState* L, FiberPool* pool) {
+    install_segv_handler();
+    AltStack alt_stack;
+    Worker* w = pool->worker;
     w->L = L;
-    w->pool = acquire_pool();
+    w->pool = pool;
+    w->stats = FmoeEmuStats{};
     tl_worker = w;
     gridDim = L->grid;
     blockDim = L->block;
@@ -1120,8 +1230,6 @@ void worker_main(LaunchState* L, Worker* w) {
     }
     tl_worker = nullptr;
     tl_fiber = nullptr;
-    release_pool(w->pool);
-    w->pool = nullptr;
     std::lock_guard<std::mutex> lock(L->mutex);
     L->stats.blocks += w->stats.blocks;
     L->stats.threads += w->stats.threads;
@@ -1188,24 +1296,28 @@ int32_t run(const char* name, const FmoeEmuLaunch* launch, FmoeEmuReport* report
     if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
     workers = std::min<uint64_t>(workers, L.blocks);
 
-    // One Worker per OS thread (the caller is worker 0). Workers are heap-allocated: each holds
-    // the per-warp exchange buffers of a whole block.
-    std::vector<Worker*> ws;
+    // One pool (stacks + worker state) per OS thread; the caller is worker 0.
+    std::vector<FiberPool*> pools;
     std::vector<std::thread> threads;
     try {
-        for (uint64_t i = 0; i < workers; ++i) ws.push_back(new Worker());
-        for (uint64_t i = 1; i < workers; ++i) threads.emplace_back(worker_main, &L, ws[size_t(i)]);
+        for (uint64_t i = 0; i < workers; ++i) {
+            FiberPool* pool = acquire_pool();
+            pools.push_back(pool);
+            if (!pool->worker) pool->worker = new Worker();
+        }
+        for (uint64_t i = 1; i < workers; ++i) threads.emplace_back(worker_main, &L, pools[size_t(i)]);
     } catch (const std::exception& e) {
-        // Too few threads or too little memory for the extra workers: run with what we have.
-        if (ws.empty()) {
+        // Too little memory or too few threads for the extra workers: run with what we have.
+        if (pools.empty() || !pools[0]->worker) {
+            for (FiberPool* pool : pools) release_pool(pool);
             report->status = FMOE_EMU_INTERNAL;
             snprintf(report->message, sizeof report->message, "%s: cannot allocate a worker: %s", name, e.what());
             return report->status;
         }
     }
-    worker_main(&L, ws[0]);
+    worker_main(&L, pools[0]);
     for (auto& t : threads) t.join();
-    for (Worker* w : ws) delete w;
+    for (FiberPool* pool : pools) release_pool(pool);
 
     report->stats = L.stats;
     const Failure& f = L.failure;

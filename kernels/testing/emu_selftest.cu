@@ -337,3 +337,14 @@ extern "C" __global__ void emu_bench_loop(const EmuTestParams p) {
     if (threadIdx.x == 0 && blockIdx.x == 0) reinterpret_cast<int32_t*>(p.out)[0] = v;
 }
 FMOE_EMU_ENTRY(emu_bench_loop, EmuTestParams)
+
+// A 128 KiB local array: overflows a fiber stack smaller than that. Only launched in a child
+// process by tests/emulator.rs (with FUSED_MOE_EMU_STACK_KIB=64), to check that an overflow
+// hits the guard page and is reported, instead of silently corrupting another stack.
+extern "C" __global__ void emu_test_stack(const EmuTestParams p) {
+    volatile uint8_t big[128 * 1024];
+    big[threadIdx.x] = 1;
+    big[sizeof(big) - 1] = 2;
+    reinterpret_cast<int32_t*>(p.out)[threadIdx.x] = big[threadIdx.x] + big[sizeof(big) - 1];
+}
+FMOE_EMU_ENTRY(emu_test_stack, EmuTestParams)

@@ -433,6 +433,19 @@ impl CudaExecutor {
     }
 }
 
+/// The driver refuses zero-byte allocations (`cuMemAlloc`: CUDA_ERROR_INVALID_VALUE), so the
+/// executor never asks for one; `MoeLayer` keeps every workspace at least one element long.
+fn check_not_empty(name: &'static str, n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::arg(
+            name,
+            "at least 1 element (the CUDA executor does not allocate empty buffers)",
+            0,
+        ));
+    }
+    Ok(())
+}
+
 /// Loads one embedded PTX module, mapping the errors a user can act on.
 fn load_module(
     ctx: &Arc<CudaContext>,
@@ -473,12 +486,8 @@ impl Executor for CudaExecutor {
     }
 
     fn alloc_zeroed<T: Element>(&self, n: usize) -> Result<CudaSlice<T>> {
-        let r = if n == 0 {
-            self.stream.null()
-        } else {
-            self.stream.alloc_zeros(n)
-        };
-        r.map_err(cuda_err(format_args!(
+        check_not_empty("n", n)?;
+        self.stream.alloc_zeros(n).map_err(cuda_err(format_args!(
             "allocating {n} elements of {} bytes on {}",
             std::mem::size_of::<T>(),
             self.device.name
@@ -486,12 +495,8 @@ impl Executor for CudaExecutor {
     }
 
     fn upload<T: Element>(&self, data: &[T]) -> Result<CudaSlice<T>> {
-        let r = if data.is_empty() {
-            self.stream.null()
-        } else {
-            self.stream.clone_htod(data)
-        };
-        r.map_err(cuda_err(format_args!(
+        check_not_empty("data", data.len())?;
+        self.stream.clone_htod(data).map_err(cuda_err(format_args!(
             "uploading {} elements of {} bytes",
             data.len(),
             std::mem::size_of::<T>()
@@ -623,6 +628,18 @@ where
     // bf16 elements (checked above), ordered against their own streams by the guards, and
     // distinct from the layer's private buffers (which no caller can borrow mutably).
     unsafe { layer.forward_raw(x_ptr, tokens, out_ptr) }
+}
+
+impl MoeLayer<CudaExecutor> {
+    /// Runs the layer on `tokens` rows of `x` into `out`, both device memory; see [`forward`]
+    /// for the arguments, their checks and the guarantees.
+    pub fn forward<X, O>(&mut self, x: &X, tokens: usize, out: &mut O) -> Result<()>
+    where
+        X: DevicePtr<bf16>,
+        O: DevicePtrMut<bf16>,
+    {
+        forward(self, x, tokens, out)
+    }
 }
 
 /// Checks a caller buffer's stream can be used with the layer's.

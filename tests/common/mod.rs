@@ -5,10 +5,13 @@
 use half::bf16;
 use rand::{Rng, SeedableRng};
 
+/// The PTX ISA's tensor-core fragment layouts and the fragment-probe case.
+pub mod fragments;
 /// The GPU for the cuda suites: `common::gpu()` is `Some(executor)` or prints why it skips.
 #[cfg(feature = "cuda")]
 pub mod gpu;
 #[cfg(feature = "cuda")]
+#[allow(unused_imports)] // not every test binary runs on the GPU
 pub use gpu::gpu;
 
 /// Value written into outputs before a kernel runs, so that an element the kernel failed to
@@ -119,24 +122,25 @@ pub fn to_f32(v: &[bf16]) -> Vec<f32> {
     v.iter().map(|x| x.to_f32()).collect()
 }
 
-/// Checks a bf16 output (widened to f32) against a reference that rounds at the same points:
-/// SPEC §4's normalised tolerances, and at least 99% of the elements bit-identical. A kernel's
-/// f32 sums differ from the reference's only in summation order, far below a bf16 step, so
-/// rounding lands on a different bf16 value only for the rare element on a rounding boundary —
-/// while a dropped or doubled term (a tail or indexing bug) moves most elements by a step or
-/// more, even where the error stays inside the normalised tolerance.
+/// Checks a bf16 output of one kernel (widened to f32) against a reference that rounds at the
+/// same points: SPEC §4's normalised tolerances, and all but 1% (+ 2) of the elements
+/// bit-identical. A kernel's f32 sums differ from the reference's only in summation order, far
+/// below a bf16 step, so rounding lands on a different bf16 value only for the rare element on
+/// a rounding boundary (measured: < 0.01% at gpt-oss-20b dims) — while a dropped or doubled
+/// term (a tail or indexing bug) moves most elements by a step or more, even where the error
+/// stays inside the normalised tolerance. Not for end-to-end outputs, where roundings compound.
 pub fn assert_bf16_matches(what: &str, got: &[f32], want: &[f32]) {
     assert_close(what, got, want, BF16_MAX_TOL, BF16_RMS_TOL);
-    let same = got
+    let differ = got
         .iter()
         .zip(want)
-        .filter(|(g, w)| g.to_bits() == w.to_bits() || (**g == 0.0 && **w == 0.0))
+        .filter(|(g, w)| g.to_bits() != w.to_bits() && !(**g == 0.0 && **w == 0.0))
         .count();
-    let frac = same as f64 / got.len().max(1) as f64;
+    let allowed = got.len() / 100 + 2;
     assert!(
-        frac >= 0.99,
-        "{what}: only {same} of {} elements ({:.2}%) equal the reference bit for bit (expected ≥ 99%)",
-        got.len(),
-        100.0 * frac
+        differ <= allowed,
+        "{what}: {differ} of {} elements differ from the reference's bits (at most {allowed} \
+         may, those on a bf16 rounding boundary)",
+        got.len()
     );
 }
