@@ -61,6 +61,8 @@ extern "C" {
     fn fmoe_emu_emu_test_shared(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_emu_test_faults(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_emu_test_order(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
+    fn fmoe_emu_emu_test_restage(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
+    fn fmoe_emu_emu_test_spin(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_emu_test_cp_async(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_emu_test_convert(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_fragment_probe(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
@@ -85,6 +87,15 @@ fn addr<T>(v: &mut [T]) -> u64 {
 fn opts(workers: usize) -> EmuOptions {
     EmuOptions {
         workers,
+        ..EmuOptions::default()
+    }
+}
+
+/// One worker, scheduling randomized by `seed`.
+fn seeded(seed: u64) -> EmuOptions {
+    EmuOptions {
+        workers: 1,
+        seed: Some(seed),
         ..EmuOptions::default()
     }
 }
@@ -278,6 +289,40 @@ fn shuffles_all_modes_widths_and_offsets() {
 }
 
 #[test]
+fn seeded_shuffles_keep_their_semantics() {
+    // Three warps, so the seeded scheduler has warps to reorder; every lane still reads the
+    // value its source lane passed to the same collective.
+    let input = random_values(96, 11);
+    for seed in [1, 7, 12345] {
+        for (mode, arg, width) in [(0, 5, 32), (1, 3, 16), (2, 1, 8), (3, 16, 32), (3, 2, 4)] {
+            let got = shfl_run(96, mode, u32::MAX, arg, width, &input, &seeded(seed)).unwrap();
+            for tid in 0..96 {
+                let lane = tid % 32;
+                let src = (tid - lane) + shuffle_source(mode, lane, arg, width);
+                assert_eq!(
+                    got[tid as usize], input[src as usize],
+                    "seed {seed} mode {mode} width {width} arg {arg}: thread {tid}"
+                );
+            }
+        }
+        let got = shfl_run(96, 4, 0, 4, 32, &input, &seeded(seed)).unwrap();
+        for tid in 0..96i32 {
+            let lane = tid % 32;
+            let src_lane = if lane < 16 {
+                lane ^ 4
+            } else {
+                shuffle_source(2, lane, 4, 16)
+            };
+            assert_eq!(
+                got[tid as usize],
+                input[(tid - lane + src_lane) as usize],
+                "seed {seed}: divergent halves, thread {tid}"
+            );
+        }
+    }
+}
+
+#[test]
 fn shuffle_moves_f32_bits_exactly() {
     let input: Vec<i32> = (0..32)
         .map(|i| (-1.5f32 - i as f32 * 0.25).to_bits() as i32)
@@ -428,7 +473,14 @@ fn barriers_and_predicate_reductions() {
         let n = (block[0] * block[1] * block[2]) as usize;
         let rounds = 3;
         let mut inp: Vec<i32> = (0..n).map(|_| rng.random_range(-1000..1000)).collect();
-        for threshold in [-2000, 0, 2000] {
+        // Deterministic, then two seeded orders (threshold 0 only: the order is what varies).
+        for (threshold, o) in [
+            (-2000, opts(1)),
+            (0, opts(1)),
+            (2000, opts(1)),
+            (0, seeded(1)),
+            (0, seeded(12345)),
+        ] {
             let mut out = vec![i32::MIN; n];
             let mut out2 = vec![i32::MIN; 3 * n];
             let p = TestParams {
@@ -444,7 +496,7 @@ fn barriers_and_predicate_reductions() {
                 "emu_test_barrier",
                 dims([2, 1, 1], block, 0),
                 &p,
-                &opts(1),
+                &o,
             )
             .unwrap();
             assert_eq!(stats.barriers, 2 * (2 * rounds as u64 + 3));
@@ -453,7 +505,11 @@ fn barriers_and_predicate_reductions() {
                 let want: i32 = (0..rounds)
                     .map(|r| inp[(t + r as usize + 1) % n] * (r + 1))
                     .sum();
-                assert_eq!(out[t], want, "block {block:?} thread {t}");
+                assert_eq!(
+                    out[t], want,
+                    "block {block:?} thread {t}, seed {:?}",
+                    o.seed
+                );
                 assert_eq!(
                     &out2[3 * t..3 * t + 3],
                     &[count, i32::from(count == n as i32), i32::from(count > 0)],
@@ -633,8 +689,9 @@ fn faults_run(
 
 #[test]
 fn deadlock_half_warp_full_mask_shuffle() {
-    for workers in [1, 3] {
-        let (r, _) = faults_run(0, 64, 0, &opts(workers));
+    // Whatever the order (deterministic or seeded), the same threads end up waiting.
+    for o in [opts(1), opts(3), seeded(7), seeded(12345)] {
+        let (r, _) = faults_run(0, 64, 0, &o);
         let msg = emu_message(r);
         assert_contains(
             &msg,
@@ -652,17 +709,19 @@ fn deadlock_half_warp_full_mask_shuffle() {
 
 #[test]
 fn deadlock_thread_waits_elsewhere_than_the_barrier() {
-    let (r, _) = faults_run(1, 96, 37, &opts(1));
-    let msg = emu_message(r);
-    assert_contains(
-        &msg,
-        &[
-            "deadlock",
-            "block (2,0,0)",
-            "__syncthreads: 95 of 96 threads arrived",
-            "warp 1: __syncwarp(mask 0xffffffff) reached by 1 of 32 lanes (waiting: 5;",
-        ],
-    );
+    for o in [opts(1), seeded(7), seeded(12345)] {
+        let (r, _) = faults_run(1, 96, 37, &o);
+        let msg = emu_message(r);
+        assert_contains(
+            &msg,
+            &[
+                "deadlock",
+                "block (2,0,0)",
+                "__syncthreads: 95 of 96 threads arrived",
+                "warp 1: __syncwarp(mask 0xffffffff) reached by 1 of 32 lanes (waiting: 5;",
+            ],
+        );
+    }
 }
 
 #[test]
@@ -684,6 +743,29 @@ fn exited_threads_count_as_arrived_except_in_strict_mode() {
             "thread 16 exited while 16 thread(s) wait at __syncthreads",
         ],
     );
+    // Seeded, the exits and the arrivals interleave differently; either is reported.
+    for seed in [7, 12345] {
+        let o = EmuOptions {
+            strict: true,
+            ..seeded(seed)
+        };
+        let (r, _) = faults_run(2, 64, 0, &o);
+        let msg = emu_message(r);
+        assert_contains(
+            &msg,
+            &["strict mode", "block (2,0,0)", "exited", "__syncthreads"],
+        );
+        let (r, out) = faults_run(2, 64, 0, &seeded(seed));
+        r.unwrap();
+        for (g, &v) in out.iter().enumerate() {
+            let (b, t) = (g / 64, g % 64);
+            assert_eq!(
+                v,
+                i32::from(b != 2 || t < 16),
+                "seed {seed}: thread {t} of block {b}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -786,6 +868,137 @@ fn deterministic_order_and_seeded_shuffle() {
         a,
         "another seed gives another order"
     );
+}
+
+/// Runs `emu_test_restage` (`correct`: with the barrier before re-staging) on `grid` blocks of
+/// `warps` warps over `chunks` chunks of random data; returns (got, want).
+fn restage_run(
+    correct: bool,
+    (grid, warps, chunks): (u32, u32, u32),
+    o: &EmuOptions,
+) -> (Vec<u32>, Vec<u32>) {
+    let n = 32 * warps as usize;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(grid * 1000 + warps * 10 + chunks));
+    let mut inp: Vec<u32> = (0..grid as usize * chunks as usize * n)
+        .map(|_| rng.random())
+        .collect();
+    let mut out = vec![POISON_U32; grid as usize * n];
+    let p = TestParams {
+        out: addr(&mut out),
+        input: addr(&mut inp),
+        mode: i32::from(correct),
+        arg0: chunks as i32,
+        ..Default::default()
+    };
+    run(
+        fmoe_emu_emu_test_restage,
+        "emu_test_restage",
+        dims([grid, 1, 1], [n as u32, 1, 1], 0),
+        &p,
+        o,
+    )
+    .unwrap();
+    // Warp w of block b sums the next warp's 32 values of every chunk.
+    let want = (0..grid as usize * n)
+        .map(|g| {
+            let (b, t) = (g / n, g % n);
+            let next = 32 * ((t / 32 + 1) % warps as usize);
+            (0..chunks as usize)
+                .flat_map(|c| {
+                    let base = (b * chunks as usize + c) * n + next;
+                    inp[base..base + 32].iter().copied()
+                })
+                .fold(0u32, u32::wrapping_add)
+        })
+        .collect();
+    (out, want)
+}
+
+/// Seeds of the race tests: fixed, so the tests are deterministic.
+const RACE_SEEDS: [u64; 6] = [1, 2, 3, 7, 42, 12345];
+
+#[test]
+fn seeded_runs_keep_correct_kernels_exact() {
+    for shape in [(3u32, 4u32, 3u32), (2, 3, 4), (1, 2, 5), (2, 8, 2)] {
+        for o in std::iter::once(opts(1)).chain(RACE_SEEDS.map(seeded)) {
+            let (got, want) = restage_run(true, shape, &o);
+            assert_eq!(
+                got, want,
+                "(blocks, warps, chunks) {shape:?}, seed {:?}",
+                o.seed
+            );
+        }
+    }
+}
+
+/// The missing barrier of `emu_test_restage` mode 0 is a real race on a GPU, where warps run
+/// at independent speeds between block barriers. Deterministic scheduling happens to hide it:
+/// every thread reads the tile before any warp finishes its shuffles, so the racy kernel gives
+/// the exact answer. That is why kernel tests should also be run with `FUSED_MOE_EMU_SEED`: a
+/// seeded run lets one warp get several warp collectives ahead of the others, and it then
+/// re-stages the tile under their feet.
+#[test]
+fn seeded_scheduling_exposes_a_missing_barrier() {
+    let shape = (3, 4, 3);
+    let (got, want) = restage_run(false, shape, &opts(1));
+    assert_eq!(
+        got, want,
+        "deterministic order hides the race (if this fails, the deterministic order changed)"
+    );
+
+    let mut caught = Vec::new();
+    for seed in RACE_SEEDS {
+        let (got, want) = restage_run(false, shape, &seeded(seed));
+        // The same seed replays the same interleavings, wrong answer included, whatever the
+        // number of worker threads.
+        let replay = EmuOptions {
+            workers: 3,
+            ..seeded(seed)
+        };
+        assert_eq!(
+            restage_run(false, shape, &replay).0,
+            got,
+            "seed {seed} replays"
+        );
+        if got != want {
+            caught.push(seed);
+        }
+    }
+    assert!(
+        !caught.is_empty(),
+        "no seed of {RACE_SEEDS:?} exposed the missing __syncthreads before re-staging the tile"
+    );
+    eprintln!("the missing barrier gave a wrong answer under seeds {caught:?} of {RACE_SEEDS:?}");
+}
+
+#[test]
+fn spin_waits_with_nanosleep_finish_under_every_order() {
+    // The flag's writer in the first warp, the last warp, and a lane of a warp whose other
+    // lanes spin; seeded priorities must still let it run.
+    for (block, writer) in [(96u32, 0i32), (96, 95), (64, 33), (32, 17)] {
+        for o in std::iter::once(opts(1)).chain(RACE_SEEDS.map(seeded)) {
+            let mut out = vec![i32::MIN; 2 * block as usize];
+            let p = TestParams {
+                out: addr(&mut out),
+                arg0: writer,
+                arg1: 1 + writer,
+                ..Default::default()
+            };
+            run(
+                fmoe_emu_emu_test_spin,
+                "emu_test_spin",
+                dims([2, 1, 1], [block, 1, 1], 0),
+                &p,
+                &o,
+            )
+            .unwrap();
+            assert!(
+                out.iter().all(|&v| v == 1 + writer),
+                "block {block}, writer {writer}, seed {:?}: {out:?}",
+                o.seed
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

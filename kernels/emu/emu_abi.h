@@ -36,7 +36,7 @@ typedef struct FmoeEmuDim3 {
 typedef struct FmoeEmuOptions {
     uint32_t workers; /* OS threads running blocks; 0 = available parallelism (capped by blocks) */
     uint32_t strict;  /* 1 = flag exited threads at barriers/collectives and reads of inactive lanes */
-    uint32_t shuffle; /* 1 = shuffle the order threads leave barriers, seeded by `seed` */
+    uint32_t shuffle; /* 1 = randomized scheduling (warps run ahead of each other), seeded by `seed` */
     uint32_t reserved;
     uint64_t seed;
 } FmoeEmuOptions;

@@ -25,7 +25,9 @@
 //
 // Order: deterministic by default — threads start in index order; when a barrier or a
 // collective completes, the thread that completed it runs on and the others follow in index
-// order. With a seed, every such release (and the start order) is a seeded shuffle.
+// order (first in, first out). With a seed, a randomized priority scheduler picks the next
+// fiber so that warps run ahead of each other between barriers, reproducibly for the seed
+// (see "Run queue" below).
 //
 // Context switches: hand-written x86-64 (callee-saved registers, MXCSR and the x87 control word;
 // ~10–20 ns) or, on other targets (or with -DFMOE_EMU_FORCE_UCONTEXT), ucontext. Under
@@ -448,9 +450,17 @@ struct Worker {
     uint32_t bar_count = 0;
     uint64_t rng = 0;
     Failure failure; // status != OK once the block failed
+    // Deterministic mode: runnable fibers in a first-in first-out ring.
     uint16_t runq[1024];
     uint32_t runq_head = 0;
     uint32_t runq_len = 0;
+    // Seeded mode (see "Seeded scheduling" below): runnable lanes per warp, the warps in
+    // priority order (highest first), and the chance, out of 2^32, that a warp moves to a
+    // random place in that order when it completes a warp collective.
+    bool seeded = false;
+    uint32_t ready[32];
+    uint8_t priority[32];
+    uint64_t reprioritize = 0;
     WarpState warps[32];
 
     FmoeEmuStats stats{};
@@ -461,12 +471,55 @@ __thread Fiber* tl_fiber = nullptr;
 
 inline Fiber* fiber_at(Worker* w, uint32_t tid) { return w->pool->fibers[tid]; }
 
+// ---------------------------------------------------------------------------------------------
+// Run queue
+//
+// Deterministic mode: a FIFO ring, so threads run in the order they became runnable.
+//
+// Seeded scheduling: on a GPU the warps of a block run at independent speeds between block
+// barriers, so one warp may be several shuffles ahead of another when it touches shared
+// memory. A FIFO (even one fed in a shuffled order) keeps the warps within one collective of
+// each other, which hides races such as re-staging a shared tile that another warp has yet to
+// read. So the seeded scheduler is priority-based, after PCT (Burckhardt et al., "A randomized
+// scheduler with probabilistic guarantees of finding bugs", ASPLOS 2010), at warp granularity:
+//   - the runnable fiber to run next is a random runnable lane of the highest-priority warp
+//     that has one, so that warp runs ahead until all its lanes wait (at a barrier, or at a
+//     collective that needs a lane of another branch) or exit;
+//   - at every block start and every completed __syncthreads the warps get a new random
+//     priority order;
+//   - when a warp completes a warp collective it moves, with a per-block probability (0, 1/8,
+//     1/2 or 1, drawn from the seed), to a random place in the order: from whole-phase
+//     warp-serial runs to warps overtaking each other at every collective;
+//   - a thread in __nanosleep moves its warp to the lowest priority and lets another runnable
+//     thread go first, so spin-waits still make progress.
+// Every choice comes from the block's own generator (seed ^ block index), so a seed replays
+// the same interleavings whatever the worker count. Only the order changes: a collective still
+// completes only when every lane of its mask has arrived, and a block whose fibers all wait is
+// still reported as deadlocked.
+// ---------------------------------------------------------------------------------------------
 void runq_push(Worker* w, uint32_t tid) {
+    if (w->seeded) {
+        w->ready[tid >> 5] |= 1u << (tid & 31u);
+        return;
+    }
     w->runq[(w->runq_head + w->runq_len) % 1024u] = uint16_t(tid);
     ++w->runq_len;
 }
 
 Fiber* runq_pop(Worker* w) {
+    if (w->seeded) {
+        for (uint32_t i = 0; i < w->nwarps; ++i) {
+            const uint32_t warp = w->priority[i];
+            uint32_t lanes = w->ready[warp];
+            if (!lanes) continue;
+            for (uint32_t k = uint32_t(splitmix64(w->rng) % uint32_t(__builtin_popcount(lanes))); k > 0; --k)
+                lanes &= lanes - 1; // drop the lowest k runnable lanes
+            const uint32_t lane = uint32_t(__builtin_ctz(lanes));
+            w->ready[warp] &= ~(1u << lane);
+            return fiber_at(w, warp * 32 + lane);
+        }
+        return nullptr;
+    }
     if (w->runq_len == 0) return nullptr;
     const uint32_t tid = w->runq[w->runq_head];
     w->runq_head = (w->runq_head + 1) % 1024u;
@@ -474,14 +527,25 @@ Fiber* runq_pop(Worker* w) {
     return fiber_at(w, tid);
 }
 
-// Pushes `tids` (already in run order unless shuffling is on, then shuffled here).
-void push_released(Worker* w, uint32_t* tids, uint32_t n) {
-    if (w->L->shuffle) {
-        for (uint32_t i = n; i > 1; --i) {
-            const uint32_t j = uint32_t(splitmix64(w->rng) % i);
-            std::swap(tids[i - 1], tids[j]);
-        }
+// Seeded mode: a new random priority order of all warps (at block start and every barrier).
+void shuffle_priorities(Worker* w) {
+    for (uint32_t i = w->nwarps; i > 1; --i) {
+        const uint32_t j = uint32_t(splitmix64(w->rng) % i);
+        std::swap(w->priority[i - 1], w->priority[j]);
     }
+}
+
+// Seeded mode: moves `warp` to place `to` of the priority order (0 = highest).
+void move_priority(Worker* w, uint32_t warp, uint32_t to) {
+    uint32_t from = 0;
+    while (w->priority[from] != warp) ++from;
+    for (; from < to; ++from) w->priority[from] = w->priority[from + 1];
+    for (; from > to; --from) w->priority[from] = w->priority[from - 1];
+    w->priority[to] = uint8_t(warp);
+}
+
+// Makes `tids` runnable, in this order (the seeded scheduler picks its own order).
+void push_released(Worker* w, const uint32_t* tids, uint32_t n) {
     for (uint32_t i = 0; i < n; ++i) {
         fiber_at(w, tids[i])->state = kRunnable;
         runq_push(w, tids[i]);
@@ -608,13 +672,15 @@ void release_barrier(Worker* w, Fiber* last) {
         f->bar_count = count;
         f->bar_total = total;
         // Deterministic order: the last arriver goes on running, the others follow in index
-        // order. Shuffled: everyone, the last arriver included, in a seeded random order.
-        if (f == last && !w->L->shuffle) continue;
+        // order. Seeded: everyone, the last arriver included, is runnable, and the warps get a
+        // new priority order.
+        if (f == last && !w->seeded) continue;
         tids[n++] = t;
     }
     push_released(w, tids, n);
+    if (w->seeded) shuffle_priorities(w);
     if (last) {
-        if (w->L->shuffle) {
+        if (w->seeded) {
             suspend(w, last);
         } else {
             last->state = kRunning;
@@ -657,12 +723,15 @@ void complete_group(Worker* w, WarpState& ws, int gi, Fiber* completer) {
     for (int lane = 0; lane < 32; ++lane) {
         if (!(g.arrived >> lane & 1u)) continue;
         const uint32_t tid = uint32_t(warp * 32 + lane);
-        if (completer && completer->tid == tid && !w->L->shuffle) continue;
+        if (completer && completer->tid == tid && !w->seeded) continue;
         tids[n++] = tid;
     }
     push_released(w, tids, n);
+    // Seeded: a change point. The warp may lose (or keep, or gain) its lead.
+    if (w->seeded && (splitmix64(w->rng) >> 32) < w->reprioritize)
+        move_priority(w, uint32_t(warp), uint32_t(splitmix64(w->rng) % w->nwarps));
     if (completer) {
-        if (w->L->shuffle) {
+        if (w->seeded) {
             suspend(w, completer);
         } else {
             completer->state = kRunning;
@@ -966,6 +1035,18 @@ void yield() {
     Worker* w = current_worker("__nanosleep");
     Fiber* f = tl_fiber;
     f->state = kRunnable;
+    if (w->seeded) {
+        // Strict priorities would pick this thread again at once: let the others go first.
+        move_priority(w, uint32_t(warp_of(f)), w->nwarps - 1);
+        Fiber* next = runq_pop(w);
+        if (!next) { // nobody else can run
+            f->state = kRunning;
+            return;
+        }
+        runq_push(w, f->tid);
+        switch_to(w, f, next, false);
+        return;
+    }
     runq_push(w, f->tid);
     suspend(w, f);
 }
@@ -1133,6 +1214,15 @@ void run_block(Worker* w, uint64_t linear) {
     w->failure = Failure();
     uint64_t s = L->seed ^ (linear * 0xd1342543de82ef95ull);
     w->rng = splitmix64(s);
+    if (w->seeded) {
+        static const uint64_t kReprioritize[4] = {0, 1ull << 29, 1ull << 31, 1ull << 32}; // 0, 1/8, 1/2, 1
+        w->reprioritize = kReprioritize[splitmix64(w->rng) % 4];
+        for (uint32_t wi = 0; wi < w->nwarps; ++wi) {
+            w->ready[wi] = 0;
+            w->priority[wi] = uint8_t(wi);
+        }
+        shuffle_priorities(w);
+    }
 
     for (uint32_t wi = 0; wi < w->nwarps; ++wi) {
         WarpState& ws = w->warps[wi];
@@ -1195,6 +1285,7 @@ void worker_main(LaunchState* L, FiberPool* pool) {
     Worker* w = pool->worker;
     w->L = L;
     w->pool = pool;
+    w->seeded = L->shuffle;
     w->stats = FmoeEmuStats{};
     tl_worker = w;
     gridDim = L->grid;

@@ -324,6 +324,53 @@ extern "C" __global__ void emu_test_convert(const EmuTestParams p) {
 }
 FMOE_EMU_ENTRY(emu_test_convert, EmuTestParams)
 
+// Re-staging a shared tile: the race seeded scheduling exists to catch. A 1-D block of whole
+// warps (blockDim.x = 32 * W, W >= 2) loops over arg0 chunks of blockDim.x u32 values; block b
+// reads chunk c at in[(b * arg0 + c) * blockDim.x ...]. Per chunk every thread stages one value
+// into a shared tile, the block waits, and warp w reduces the *next* warp's 32 values,
+// tile[32 * ((w + 1) % W) + lane], through five __shfl_xor_sync steps (wrapping u32 sum).
+//   mode 1 (correct): a __syncthreads() after the reduction, before the tile is re-staged.
+//   mode 0 (racy):    no such barrier: a warp that finishes its reduction early overwrites its
+//                     own part of the tile while the previous warp may not have read it yet.
+// out[global thread] = the warp's sum over all chunks (every lane holds it).
+extern "C" __global__ void emu_test_restage(const EmuTestParams p) {
+    __shared__ uint32_t tile[1024];
+    const uint32_t tid = threadIdx.x;
+    const uint32_t n = blockDim.x;
+    const uint32_t warps = n / 32;
+    const uint32_t lane = tid % 32;
+    const uint32_t src = 32 * ((tid / 32 + 1) % warps) + lane;
+    const uint32_t* in = reinterpret_cast<const uint32_t*>(p.in) + static_cast<uint64_t>(blockIdx.x) * p.arg0 * n;
+    uint32_t total = 0;
+    for (int c = 0; c < p.arg0; ++c) {
+        tile[tid] = in[static_cast<uint64_t>(c) * n + tid];
+        __syncthreads();
+        uint32_t v = tile[src];
+        for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+        total += v;
+        if (p.mode == 1) __syncthreads(); // every warp has read the tile before anyone re-stages it
+    }
+    reinterpret_cast<uint32_t*>(p.out)[static_cast<uint64_t>(blockIdx.x) * n + tid] = total;
+}
+FMOE_EMU_ENTRY(emu_test_restage, EmuTestParams)
+
+// A spin-wait inside a block: every thread but arg0 polls a shared flag with __nanosleep until
+// thread arg0 sets it to arg1 (the emulator switches fibers at __nanosleep, so this finishes
+// under every scheduling order). out[global thread] = the flag value the thread saw.
+extern "C" __global__ void emu_test_spin(const EmuTestParams p) {
+    __shared__ volatile int32_t flag;
+    const uint32_t tid = thread_linear();
+    if (tid == 0) flag = 0;
+    __syncthreads();
+    if (tid == static_cast<uint32_t>(p.arg0)) {
+        flag = p.arg1;
+    } else {
+        while (flag == 0) __nanosleep(100);
+    }
+    reinterpret_cast<int32_t*>(p.out)[global_linear()] = flag;
+}
+FMOE_EMU_ENTRY(emu_test_spin, EmuTestParams)
+
 // Costs of the emulator itself (benches/emulator.rs): mode 0 runs arg0 __syncthreads, mode 1
 // arg0 __shfl_xor_sync per warp, mode 2 nothing (block start and exit only). out[0] receives a
 // value derived from the loop so it cannot be optimised away.

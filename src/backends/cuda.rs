@@ -570,8 +570,11 @@ impl Executor for CudaExecutor {
 /// else on the layer's stream), with device addresses aligned to [`ADDRESS_ALIGN`] bytes.
 /// Every argument is checked before anything is launched; on `Err` nothing was launched and
 /// `out` is untouched. Nothing is allocated and the host does not wait for the device, so the
-/// forward can be captured in a CUDA graph. Routing results stay in the layer's buffers
-/// ([`MoeLayer::expert_ids`], ...). `tokens == 0` launches nothing.
+/// forward can be captured in a CUDA graph (on a stream from `new_stream`, with cudarc's event
+/// tracking disabled on the context before the buffers are made, as cudarc's own graph tests
+/// do: a captured stream may not wait on events recorded outside the capture). Routing
+/// results stay in the layer's buffers ([`MoeLayer::expert_ids`], ...). `tokens == 0`
+/// launches nothing.
 pub fn forward<X, O>(layer: &mut CudaMoe, x: &X, tokens: usize, out: &mut O) -> Result<()>
 where
     X: DevicePtr<bf16>,

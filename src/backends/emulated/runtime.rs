@@ -150,9 +150,14 @@ pub struct EmuOptions {
     /// reach) a `__syncthreads`, a warp collective whose mask names an exited lane, and a
     /// shuffle that reads an inactive lane are errors instead of being tolerated as on the GPU.
     pub strict: bool,
-    /// `None`: deterministic scheduling (threads start and leave barriers in index order).
-    /// `Some(seed)`: the order in which threads start and leave barriers and warp collectives
-    /// is shuffled, reproducibly for a given seed, to shake out ordering bugs.
+    /// `None`: deterministic scheduling (threads start and leave barriers in index order,
+    /// first in, first out), the fastest mode.
+    /// `Some(seed)`: randomized scheduling, reproducible for a given seed (whatever the worker
+    /// count), to shake out ordering bugs. Warps run at different speeds between block
+    /// barriers, as on a GPU: a random priority order of the warps, redrawn at every
+    /// `__syncthreads` and changed at random warp collectives, lets one warp get several
+    /// collectives ahead of another (e.g. re-stage a shared tile another warp still reads),
+    /// and the lanes of a warp run in random order.
     pub seed: Option<u64>,
 }
 
