@@ -72,7 +72,9 @@ fn werror() -> bool {
 // ------------------------------------------------------------------------------------------
 
 fn build_emulator(kernels: &Path, sources: &[PathBuf], out_dir: &Path) {
-    let sanitize = env::var("FUSED_MOE_EMU_SANITIZE").ok().filter(|s| !s.is_empty());
+    let sanitize = env::var("FUSED_MOE_EMU_SANITIZE")
+        .ok()
+        .filter(|s| !s.is_empty());
     let mut flags: Vec<String> = vec!["-O2".into(), "-std=c++17".into()];
     if let Some(s) = &sanitize {
         flags.push(format!("-fsanitize={s}"));
@@ -94,7 +96,8 @@ fn build_emulator(kernels: &Path, sources: &[PathBuf], out_dir: &Path) {
             .flag_if_supported("-fstack-clash-protection")
             .include(kernels);
         if let Some(s) = &sanitize {
-            b.flag(format!("-fsanitize={s}")).flag("-fno-omit-frame-pointer");
+            b.flag(format!("-fsanitize={s}"))
+                .flag("-fno-omit-frame-pointer");
         }
     };
 
@@ -130,7 +133,10 @@ fn build_emulator(kernels: &Path, sources: &[PathBuf], out_dir: &Path) {
 
     if let Some(s) = &sanitize {
         // The Rust binary is not instrumented; link the sanitizer runtime for the C++ parts.
-        println!("cargo:rustc-link-lib=dylib={}", if s == "address" { "asan" } else { s });
+        println!(
+            "cargo:rustc-link-lib=dylib={}",
+            if s == "address" { "asan" } else { s }
+        );
     }
     println!("cargo:rustc-link-lib=dylib=stdc++");
 }
@@ -147,7 +153,10 @@ fn extern_shared_definitions(sources: &[PathBuf]) -> String {
                 continue;
             }
             if let Some(before) = l.split('[').next() {
-                if let Some(name) = before.split(|c: char| !(c.is_alphanumeric() || c == '_')).rfind(|s| !s.is_empty()) {
+                if let Some(name) = before
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .rfind(|s| !s.is_empty())
+                {
                     names.insert(name.to_string());
                 }
             }

@@ -126,7 +126,11 @@ pub(crate) fn check_len(name: &'static str, len: usize, expected: usize, what: &
 }
 
 /// Checks that a destination of `wanted` elements fits in a source of `available` elements.
-pub(crate) fn check_len_at_least(name: &'static str, available: usize, wanted: usize) -> Result<()> {
+pub(crate) fn check_len_at_least(
+    name: &'static str,
+    available: usize,
+    wanted: usize,
+) -> Result<()> {
     if wanted <= available {
         Ok(())
     } else {

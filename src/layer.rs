@@ -5,7 +5,7 @@
 use crate::config::MoeConfig;
 use crate::error::{Error, Result};
 use crate::output::MoeOutput;
-use crate::plan::{self, ForwardBuffers, Launch};
+use crate::plan::{self, ForwardBuffers, ForwardPlan, Launch};
 use crate::weights::MoeWeights;
 use half::bf16;
 
@@ -58,17 +58,26 @@ pub struct MoeLayer<X: Executor> {
     exec: X,
     config: MoeConfig,
     max_tokens: usize,
-    router_weight: X::Buffer<bf16>,
-    router_bias: X::Buffer<f32>,
-    w1: X::Buffer<bf16>,
-    b1: X::Buffer<f32>,
-    w2: X::Buffer<bf16>,
-    b2: X::Buffer<f32>,
+    /// Owned for the kernels, which reach them only through the addresses in `buffers`.
+    _resident: Resident<X>,
     logits: X::Buffer<f32>,
     expert_ids: X::Buffer<i32>,
     expert_weights: X::Buffer<f32>,
-    act: X::Buffer<bf16>,
+    /// Addresses of the buffers above, taken once (x and out are filled in per forward).
+    buffers: ForwardBuffers,
     launches: u64,
+}
+
+/// The weights and the activation workspace: written once (or by kernels) and never read on
+/// the host, so only their ownership matters.
+struct Resident<X: Executor> {
+    _router_weight: X::Buffer<bf16>,
+    _router_bias: X::Buffer<f32>,
+    _w1: X::Buffer<bf16>,
+    _b1: X::Buffer<f32>,
+    _w2: X::Buffer<bf16>,
+    _b2: X::Buffer<f32>,
+    _act: X::Buffer<bf16>,
 }
 
 impl<X: Executor> MoeLayer<X> {
@@ -80,20 +89,49 @@ impl<X: Executor> MoeLayer<X> {
         let (e, k) = (config.experts, config.top_k);
         // A zero-sized allocation is not portable across executors; keep at least one element.
         let n = max_tokens.max(1);
+        let router_weight = exec.upload(&weights.router_weight)?;
+        let router_bias = exec.upload(&weights.router_bias)?;
+        let w1 = exec.upload(&weights.w1)?;
+        let b1 = exec.upload(&weights.b1)?;
+        let w2 = exec.upload(&weights.w2)?;
+        let b2 = exec.upload(&weights.b2)?;
+        let logits = exec.alloc_zeroed(n * e)?;
+        let expert_ids = exec.alloc_zeroed(n * k)?;
+        let expert_weights = exec.alloc_zeroed(n * k)?;
+        let act = exec.alloc_zeroed(plan::act_workspace_len(&config, n))?;
+        // Buffer addresses never change (the buffers are owned here and never reallocated),
+        // so they are taken once rather than on every forward.
+        let buffers = ForwardBuffers {
+            x: 0,
+            router_weight: exec.address(&router_weight),
+            router_bias: exec.address(&router_bias),
+            w1: exec.address(&w1),
+            b1: exec.address(&b1),
+            w2: exec.address(&w2),
+            b2: exec.address(&b2),
+            logits: exec.address(&logits),
+            expert_ids: exec.address(&expert_ids),
+            expert_weights: exec.address(&expert_weights),
+            act: exec.address(&act),
+            out: 0,
+        };
         Ok(MoeLayer {
-            router_weight: exec.upload(&weights.router_weight)?,
-            router_bias: exec.upload(&weights.router_bias)?,
-            w1: exec.upload(&weights.w1)?,
-            b1: exec.upload(&weights.b1)?,
-            w2: exec.upload(&weights.w2)?,
-            b2: exec.upload(&weights.b2)?,
-            logits: exec.alloc_zeroed(n * e)?,
-            expert_ids: exec.alloc_zeroed(n * k)?,
-            expert_weights: exec.alloc_zeroed(n * k)?,
-            act: exec.alloc_zeroed(plan::act_workspace_len(&config, n))?,
             exec,
             config,
             max_tokens,
+            _resident: Resident {
+                _router_weight: router_weight,
+                _router_bias: router_bias,
+                _w1: w1,
+                _b1: b1,
+                _w2: w2,
+                _b2: b2,
+                _act: act,
+            },
+            logits,
+            expert_ids,
+            expert_weights,
+            buffers,
             launches: 0,
         })
     }
@@ -130,7 +168,10 @@ impl<X: Executor> MoeLayer<X> {
         if tokens > self.max_tokens {
             return Err(Error::arg(
                 "tokens",
-                format!("at most max_tokens = {} (the workspace size)", self.max_tokens),
+                format!(
+                    "at most max_tokens = {} (the workspace size)",
+                    self.max_tokens
+                ),
                 tokens,
             ));
         }
@@ -138,21 +179,12 @@ impl<X: Executor> MoeLayer<X> {
     }
 
     /// The launches a forward over `tokens` tokens would issue, reading `x` and writing `out`.
-    pub fn plan(&self, x: u64, tokens: usize, out: u64) -> Result<Vec<Launch>> {
+    pub fn plan(&self, x: u64, tokens: usize, out: u64) -> Result<ForwardPlan> {
         self.check_tokens(tokens)?;
         let bufs = ForwardBuffers {
             x,
-            router_weight: self.exec.address(&self.router_weight),
-            router_bias: self.exec.address(&self.router_bias),
-            w1: self.exec.address(&self.w1),
-            b1: self.exec.address(&self.b1),
-            w2: self.exec.address(&self.w2),
-            b2: self.exec.address(&self.b2),
-            logits: self.exec.address(&self.logits),
-            expert_ids: self.exec.address(&self.expert_ids),
-            expert_weights: self.exec.address(&self.expert_weights),
-            act: self.exec.address(&self.act),
             out,
+            ..self.buffers
         };
         plan::forward_plan(&self.config, tokens, &bufs)
     }
@@ -165,7 +197,7 @@ impl<X: Executor> MoeLayer<X> {
     /// bf16 elements each, and must not overlap the layer's own buffers.
     pub unsafe fn forward_raw(&mut self, x: u64, tokens: usize, out: u64) -> Result<()> {
         let launches = self.plan(x, tokens, out)?;
-        for l in &launches {
+        for l in launches.iter() {
             // SAFETY: the plan's addresses are the layer's buffers (sized for max_tokens ≥
             // tokens) and the caller's x/out (sized per this function's contract).
             unsafe { self.exec.launch(l)? };
@@ -207,7 +239,8 @@ impl<X: Executor> MoeLayer<X> {
         self.exec.download(&ob, &mut y)?;
         out.y = y.iter().map(|v| v.to_f32()).collect();
         self.exec.download(&self.expert_ids, &mut out.expert_ids)?;
-        self.exec.download(&self.expert_weights, &mut out.expert_weights)?;
+        self.exec
+            .download(&self.expert_weights, &mut out.expert_weights)?;
         self.exec.download(&self.logits, &mut out.router_logits)?;
         Ok(out)
     }

@@ -40,3 +40,8 @@ pub mod build_info {
     /// Flags the emulated kernels were compiled with (optimisation, sanitizer).
     pub const EMULATOR_FLAGS: &str = env!("FUSED_MOE_EMU_FLAGS");
 }
+
+/// The README's Rust examples compile as doctests, so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "fused-moe", version, about = "Run a Mixture-of-Experts layer (gpt-oss) on the CPU reference, the host emulator or a GPU")]
+#[command(
+    name = "fused-moe",
+    version,
+    about = "Run a Mixture-of-Experts layer (gpt-oss) on the CPU reference, the host emulator or a GPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,10 +90,20 @@ fn info() -> Result<()> {
     println!("fused-moe {}", env!("CARGO_PKG_VERSION"));
     println!(
         "features:        {}",
-        if b::CUDA_FEATURE { "cuda" } else { "(none: reference + emulated only)" }
+        if b::CUDA_FEATURE {
+            "cuda"
+        } else {
+            "(none: reference + emulated only)"
+        }
     );
-    println!("ptx arch:        {}", b::PTX_ARCH.unwrap_or("none (built without the `cuda` feature)"));
-    println!("nvcc at build:   {}", b::NVCC_VERSION.unwrap_or("none (built without the `cuda` feature)"));
+    println!(
+        "ptx arch:        {}",
+        b::PTX_ARCH.unwrap_or("none (built without the `cuda` feature)")
+    );
+    println!(
+        "nvcc at build:   {}",
+        b::NVCC_VERSION.unwrap_or("none (built without the `cuda` feature)")
+    );
     println!("emulator flags:  {}", b::EMULATOR_FLAGS);
     match gpu_status() {
         Ok(desc) => println!("gpu:             {desc}"),
@@ -120,7 +134,12 @@ fn run(args: RunArgs) -> Result<()> {
     let cfg = *weights.config();
     eprintln!(
         "weights: H={} I={} E={} k={} {:?} {:?} (ready in {:.2?})",
-        cfg.hidden, cfg.intermediate, cfg.experts, cfg.top_k, cfg.routing, cfg.activation,
+        cfg.hidden,
+        cfg.intermediate,
+        cfg.experts,
+        cfg.top_k,
+        cfg.routing,
+        cfg.activation,
         t0.elapsed()
     );
     let x = match &args.input {
@@ -132,7 +151,11 @@ fn run(args: RunArgs) -> Result<()> {
     let (out, per_forward) = match backend {
         BackendArg::Reference => time(repeat, || reference::forward(&weights, &x))?,
         BackendArg::Emulated => {
-            let mut layer = MoeLayer::new(EmulatedExecutor::new(EmuOptions::from_env()?), &weights, tokens)?;
+            let mut layer = MoeLayer::new(
+                EmulatedExecutor::new(EmuOptions::from_env()?),
+                &weights,
+                tokens,
+            )?;
             time(repeat, || layer.forward_host(&x))?
         }
         BackendArg::Cuda => run_cuda(&weights, &x, tokens, repeat)?,
@@ -168,7 +191,10 @@ fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn time(repeat: usize, mut f: impl FnMut() -> fused_moe::Result<MoeOutput>) -> Result<(MoeOutput, Duration)> {
+fn time(
+    repeat: usize,
+    mut f: impl FnMut() -> fused_moe::Result<MoeOutput>,
+) -> Result<(MoeOutput, Duration)> {
     let start = Instant::now();
     let mut out = f()?;
     for _ in 1..repeat {
@@ -194,7 +220,12 @@ fn resolve_backend(b: BackendArg) -> Result<BackendArg> {
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda(weights: &MoeWeights, x: &[bf16], tokens: usize, repeat: usize) -> Result<(MoeOutput, Duration)> {
+fn run_cuda(
+    weights: &MoeWeights,
+    x: &[bf16],
+    tokens: usize,
+    repeat: usize,
+) -> Result<(MoeOutput, Duration)> {
     let mut layer = fused_moe::backends::cuda::CudaMoe::new(
         fused_moe::backends::cuda::CudaExecutor::new(0)?,
         weights,
@@ -212,7 +243,11 @@ fn run_cuda(_: &MoeWeights, _: &[bf16], _: usize, _: usize) -> Result<(MoeOutput
 
 /// Prints the normalised errors of `got` against the reference; true when within tolerance.
 fn check(got: &MoeOutput, want: &MoeOutput) -> bool {
-    let scale = want.y.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
+    let scale = want
+        .y
+        .iter()
+        .fold(0f64, |m, &v| m.max(v.abs() as f64))
+        .max(1e-30);
     let mut max = 0f64;
     let mut sq = 0f64;
     let mut non_finite = 0usize;
@@ -227,7 +262,12 @@ fn check(got: &MoeOutput, want: &MoeOutput) -> bool {
     }
     let n = got.y.len().max(1) as f64;
     let (norm_max, norm_rms) = (max / scale, (sq / n).sqrt() / scale);
-    let id_mismatch = got.expert_ids.iter().zip(&want.expert_ids).filter(|(a, b)| a != b).count();
+    let id_mismatch = got
+        .expert_ids
+        .iter()
+        .zip(&want.expert_ids)
+        .filter(|(a, b)| a != b)
+        .count();
     let ok = non_finite == 0 && norm_max <= 1e-2 && norm_rms <= 4e-3;
     println!(
         "check vs reference: normalised max error {norm_max:.3e} (tol 1e-2), normalised RMS {norm_rms:.3e} (tol 4e-3), \
@@ -240,22 +280,36 @@ fn check(got: &MoeOutput, want: &MoeOutput) -> bool {
 
 fn read_input(path: &Path, hidden: usize) -> Result<Vec<bf16>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let t = st
-        .tensor("x")
-        .with_context(|| format!("{}: no tensor `x` (expected x [T, H={hidden}], bf16 or f32)", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let t = st.tensor("x").with_context(|| {
+        format!(
+            "{}: no tensor `x` (expected x [T, H={hidden}], bf16 or f32)",
+            path.display()
+        )
+    })?;
     let shape = t.shape();
     if shape.len() != 2 || shape[1] != hidden {
-        bail!("{}: tensor `x` has shape {:?}, expected [T, {hidden}]", path.display(), shape);
+        bail!(
+            "{}: tensor `x` has shape {:?}, expected [T, {hidden}]",
+            path.display(),
+            shape
+        );
     }
     let data = t.data();
     Ok(match t.dtype() {
-        Dtype::BF16 => data.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+            .collect(),
         Dtype::F32 => data
             .chunks_exact(4)
             .map(|c| bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
             .collect(),
-        other => bail!("{}: tensor `x` has dtype {other:?}, expected BF16 or F32", path.display()),
+        other => bail!(
+            "{}: tensor `x` has dtype {other:?}, expected BF16 or F32",
+            path.display()
+        ),
     })
 }
 
@@ -263,15 +317,37 @@ fn write_output(path: &Path, out: &MoeOutput, cfg: &MoeConfig) -> Result<()> {
     use safetensors::tensor::TensorView;
     let t = out.tokens;
     let y: Vec<u8> = out.y.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let ids: Vec<u8> = out.expert_ids.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let w: Vec<u8> = out.expert_weights.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let l: Vec<u8> = out.router_logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let ids: Vec<u8> = out
+        .expert_ids
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let w: Vec<u8> = out
+        .expert_weights
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let l: Vec<u8> = out
+        .router_logits
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let tensors = [
         ("y", TensorView::new(Dtype::F32, vec![t, cfg.hidden], &y)?),
-        ("expert_ids", TensorView::new(Dtype::I32, vec![t, cfg.top_k], &ids)?),
-        ("expert_weights", TensorView::new(Dtype::F32, vec![t, cfg.top_k], &w)?),
-        ("router_logits", TensorView::new(Dtype::F32, vec![t, cfg.experts], &l)?),
+        (
+            "expert_ids",
+            TensorView::new(Dtype::I32, vec![t, cfg.top_k], &ids)?,
+        ),
+        (
+            "expert_weights",
+            TensorView::new(Dtype::F32, vec![t, cfg.top_k], &w)?,
+        ),
+        (
+            "router_logits",
+            TensorView::new(Dtype::F32, vec![t, cfg.experts], &l)?,
+        ),
     ];
-    safetensors::serialize_to_file(tensors, None, path).with_context(|| format!("writing {}", path.display()))?;
+    safetensors::serialize_to_file(tensors, None, path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -122,18 +122,33 @@ pub fn check_tokens(config: &MoeConfig, tokens: usize) -> Result<()> {
     Ok(())
 }
 
+/// The launches of one forward, in order: three, or none when T = 0. Fixed capacity, so that
+/// planning a forward allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ForwardPlan {
+    launches: [Launch; 3],
+    len: usize,
+}
+
+impl std::ops::Deref for ForwardPlan {
+    type Target = [Launch];
+    fn deref(&self) -> &[Launch] {
+        &self.launches[..self.len]
+    }
+}
+
 /// The launches of one forward over `tokens` tokens, in order. Empty when `tokens == 0`.
-pub fn forward_plan(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> Result<Vec<Launch>> {
+pub fn forward_plan(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> Result<ForwardPlan> {
     config.validate()?;
     check_tokens(config, tokens)?;
-    if tokens == 0 {
-        return Ok(Vec::new());
-    }
-    Ok(vec![
-        route_launch(config, tokens, b),
-        gemm1_launch(config, tokens, b),
-        gemm2_launch(config, tokens, b),
-    ])
+    Ok(ForwardPlan {
+        launches: [
+            route_launch(config, tokens, b),
+            gemm1_launch(config, tokens, b),
+            gemm2_launch(config, tokens, b),
+        ],
+        len: if tokens == 0 { 0 } else { 3 },
+    })
 }
 
 fn route_params(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> FmoeRouteParams {

@@ -94,14 +94,17 @@ pub fn random_f32(n: usize, scale: f32, seed: u64) -> Vec<f32> {
 /// (seed, chunk index), so the result does not depend on the thread count. Synthetic gpt-oss
 /// weights are ~10^9 values: a cryptographic generator would dominate a CLI run.
 fn fill_uniform<T: Send>(out: &mut [T], scale: f32, seed: u64, conv: impl Fn(f32) -> T + Sync) {
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let mut rng = rand::rngs::SmallRng::seed_from_u64(
-            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
-        );
-        for x in chunk {
-            // 24 random bits → uniform in [-1, 1) exactly representable in f32.
-            let u = (rng.next_u32() >> 8) as f32 * (2.0 / (1u32 << 24) as f32) - 1.0;
-            *x = conv(u * scale);
-        }
-    });
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(
+                seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            );
+            for x in chunk {
+                // 24 random bits → uniform in [-1, 1) exactly representable in f32.
+                let u = (rng.next_u32() >> 8) as f32 * (2.0 / (1u32 << 24) as f32) - 1.0;
+                *x = conv(u * scale);
+            }
+        });
 }

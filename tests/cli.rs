@@ -41,17 +41,27 @@ fn small_config() -> MoeConfig {
 }
 
 fn f32_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Vec<f32> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("output lacks `{name}`: {e}"));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("output lacks `{name}`: {e}"));
     assert_eq!(t.dtype(), Dtype::F32, "{name} dtype");
     assert_eq!(t.shape(), shape, "{name} shape");
-    t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 fn i32_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Vec<i32> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("output lacks `{name}`: {e}"));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("output lacks `{name}`: {e}"));
     assert_eq!(t.dtype(), Dtype::I32, "{name} dtype");
     assert_eq!(t.shape(), shape, "{name} shape");
-    t.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
+    t.data()
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// Writes `x` [T, H] as f32 (the CLI accepts f32 and bf16); returns the bf16 values it will see.
@@ -102,8 +112,14 @@ fn hf_mxfp4_checkpoint_runs_on_the_emulator_and_matches_the_reference() {
         "emulated",
         "--check",
     ]));
-    assert!(stdout.contains("ms per forward"), "no timing line in:\n{stdout}");
-    assert!(stdout.contains("PASS"), "no passing check line in:\n{stdout}");
+    assert!(
+        stdout.contains("ms per forward"),
+        "no timing line in:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS"),
+        "no passing check line in:\n{stdout}"
+    );
 
     // Independent answer: the reference on the same layer, loaded in this process.
     let weights = checkpoint::load_layer(&model, 1).unwrap();
@@ -111,12 +127,28 @@ fn hf_mxfp4_checkpoint_runs_on_the_emulator_and_matches_the_reference() {
     let bytes = std::fs::read(&y_path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let y = f32_tensor(&st, "y", &[tokens, cfg.hidden]);
-    common::assert_close("cli y", &y, &want.y, common::BF16_MAX_TOL, common::BF16_RMS_TOL);
+    common::assert_close(
+        "cli y",
+        &y,
+        &want.y,
+        common::BF16_MAX_TOL,
+        common::BF16_RMS_TOL,
+    );
     let logits = f32_tensor(&st, "router_logits", &[tokens, cfg.experts]);
-    common::assert_close("cli router_logits", &logits, &want.router_logits, 1e-5, 1e-5);
+    common::assert_close(
+        "cli router_logits",
+        &logits,
+        &want.router_logits,
+        1e-5,
+        1e-5,
+    );
     // Ids: the reference routing of the kernel's own logits must match exactly.
-    let (ids_from_logits, w_from_logits) = reference::route(&logits, cfg.experts, cfg.top_k, cfg.routing).unwrap();
-    assert_eq!(i32_tensor(&st, "expert_ids", &[tokens, cfg.top_k]), ids_from_logits);
+    let (ids_from_logits, w_from_logits) =
+        reference::route(&logits, cfg.experts, cfg.top_k, cfg.routing).unwrap();
+    assert_eq!(
+        i32_tensor(&st, "expert_ids", &[tokens, cfg.top_k]),
+        ids_from_logits
+    );
     let w = f32_tensor(&st, "expert_weights", &[tokens, cfg.top_k]);
     common::assert_close("cli expert_weights", &w, &w_from_logits, 1e-5, 1e-5);
 }
@@ -161,7 +193,10 @@ fn reference_backend_writes_the_reference_output() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     // Same code path on the same data: bit-identical.
     assert_eq!(f32_tensor(&st, "y", &[tokens, cfg.hidden]), want.y);
-    assert_eq!(i32_tensor(&st, "expert_ids", &[tokens, cfg.top_k]), want.expert_ids);
+    assert_eq!(
+        i32_tensor(&st, "expert_ids", &[tokens, cfg.top_k]),
+        want.expert_ids
+    );
 }
 
 #[test]
@@ -172,11 +207,27 @@ fn preset_runs_emulated_with_check() {
     let dir = tempfile::tempdir().unwrap();
     let y_path = dir.path().join("y.safetensors");
     let stdout = ok(&fused_moe(&[
-        "run", "--preset", "gpt-oss-20b", "--tokens", "2", "--seed", "3", "--backend", "emulated", "--check",
-        "--output", y_path.to_str().unwrap(),
+        "run",
+        "--preset",
+        "gpt-oss-20b",
+        "--tokens",
+        "2",
+        "--seed",
+        "3",
+        "--backend",
+        "emulated",
+        "--check",
+        "--output",
+        y_path.to_str().unwrap(),
     ]));
-    let check = stdout.lines().find(|l| l.starts_with("check vs reference")).unwrap_or_else(|| panic!("{stdout}"));
-    assert!(check.ends_with("PASS") && check.contains(" 0 non-finite"), "{check}");
+    let check = stdout
+        .lines()
+        .find(|l| l.starts_with("check vs reference"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        check.ends_with("PASS") && check.contains(" 0 non-finite"),
+        "{check}"
+    );
     let bytes = std::fs::read(&y_path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let y = f32_tensor(&st, "y", &[2, 2880]);
@@ -186,12 +237,21 @@ fn preset_runs_emulated_with_check() {
         let mut r = row.to_vec();
         r.sort();
         r.dedup();
-        assert!(r.len() == 4 && r.iter().all(|&e| (0..32).contains(&e)), "ids {row:?}");
+        assert!(
+            r.len() == 4 && r.iter().all(|&e| (0..32).contains(&e)),
+            "ids {row:?}"
+        );
     }
     let w = f32_tensor(&st, "expert_weights", &[2, 4]);
     for row in w.chunks(4) {
-        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "weights {row:?}");
-        assert!(row.windows(2).all(|p| p[0] >= p[1]), "slots not in descending weight: {row:?}");
+        assert!(
+            (row.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+            "weights {row:?}"
+        );
+        assert!(
+            row.windows(2).all(|p| p[0] >= p[1]),
+            "slots not in descending weight: {row:?}"
+        );
     }
 }
 
@@ -199,29 +259,62 @@ fn preset_runs_emulated_with_check() {
 fn bad_inputs_fail_with_messages_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nowhere");
-    let out = fused_moe(&["run", "--model", missing.to_str().unwrap(), "--backend", "reference"]);
+    let out = fused_moe(&[
+        "run",
+        "--model",
+        missing.to_str().unwrap(),
+        "--backend",
+        "reference",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("nowhere"), "error does not name the directory: {err}");
+    assert!(
+        err.contains("nowhere"),
+        "error does not name the directory: {err}"
+    );
 
     // An input of the wrong width names tensor x and both shapes.
     let model = dir.path().join("model");
     let cfg = small_config();
     checkpoint::write_synthetic(
         &model,
-        &SyntheticCheckpoint { config: cfg, layers: 1, layout: Layout::Hf, experts: ExpertFormat::Bf16, shards: 1, seed: 1 },
+        &SyntheticCheckpoint {
+            config: cfg,
+            layers: 1,
+            layout: Layout::Hf,
+            experts: ExpertFormat::Bf16,
+            shards: 1,
+            seed: 1,
+        },
     )
     .unwrap();
     let x_path = dir.path().join("x.safetensors");
     write_input(&x_path, &[1.0; 2 * 63], 63);
-    let out = fused_moe(&["run", "--model", model.to_str().unwrap(), "--input", x_path.to_str().unwrap()]);
+    let out = fused_moe(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        x_path.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`x`") && err.contains("[2, 63]") && err.contains("64"), "{err}");
+    assert!(
+        err.contains("`x`") && err.contains("[2, 63]") && err.contains("64"),
+        "{err}"
+    );
 
     // --backend cuda without the feature (or without a GPU) is an error, not a silent fallback.
     if !cfg!(feature = "cuda") {
-        let out = fused_moe(&["run", "--preset", "gpt-oss-20b", "--tokens", "1", "--backend", "cuda"]);
+        let out = fused_moe(&[
+            "run",
+            "--preset",
+            "gpt-oss-20b",
+            "--tokens",
+            "1",
+            "--backend",
+            "cuda",
+        ]);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("--features cuda"));
     }

@@ -497,29 +497,33 @@ inline Fiber* fiber_at(Worker* w, uint32_t tid) { return w->pool->fibers[tid]; }
 // completes only when every lane of its mask has arrived, and a block whose fibers all wait is
 // still reported as deadlocked.
 // ---------------------------------------------------------------------------------------------
-void runq_push(Worker* w, uint32_t tid) {
-    if (w->seeded) {
-        w->ready[tid >> 5] |= 1u << (tid & 31u);
-        return;
+
+// Seeded mode: runnable lanes and the random choice among them (out of line, so the
+// deterministic mode's queue operations below stay small and inlined).
+[[gnu::noinline]] void ready_push(Worker* w, uint32_t tid) { w->ready[tid >> 5] |= 1u << (tid & 31u); }
+
+[[gnu::noinline]] Fiber* ready_pop(Worker* w) {
+    for (uint32_t i = 0; i < w->nwarps; ++i) {
+        const uint32_t warp = w->priority[i];
+        uint32_t lanes = w->ready[warp];
+        if (!lanes) continue;
+        for (uint32_t k = uint32_t(splitmix64(w->rng) % uint32_t(__builtin_popcount(lanes))); k > 0; --k)
+            lanes &= lanes - 1; // drop the lowest k runnable lanes
+        const uint32_t lane = uint32_t(__builtin_ctz(lanes));
+        w->ready[warp] &= ~(1u << lane);
+        return fiber_at(w, warp * 32 + lane);
     }
+    return nullptr;
+}
+
+inline void runq_push(Worker* w, uint32_t tid) {
+    if (__builtin_expect(w->seeded, 0)) return ready_push(w, tid);
     w->runq[(w->runq_head + w->runq_len) % 1024u] = uint16_t(tid);
     ++w->runq_len;
 }
 
-Fiber* runq_pop(Worker* w) {
-    if (w->seeded) {
-        for (uint32_t i = 0; i < w->nwarps; ++i) {
-            const uint32_t warp = w->priority[i];
-            uint32_t lanes = w->ready[warp];
-            if (!lanes) continue;
-            for (uint32_t k = uint32_t(splitmix64(w->rng) % uint32_t(__builtin_popcount(lanes))); k > 0; --k)
-                lanes &= lanes - 1; // drop the lowest k runnable lanes
-            const uint32_t lane = uint32_t(__builtin_ctz(lanes));
-            w->ready[warp] &= ~(1u << lane);
-            return fiber_at(w, warp * 32 + lane);
-        }
-        return nullptr;
-    }
+inline Fiber* runq_pop(Worker* w) {
+    if (__builtin_expect(w->seeded, 0)) return ready_pop(w);
     if (w->runq_len == 0) return nullptr;
     const uint32_t tid = w->runq[w->runq_head];
     w->runq_head = (w->runq_head + 1) % 1024u;

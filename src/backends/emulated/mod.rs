@@ -71,7 +71,9 @@ impl Executor for EmulatedExecutor {
 
     fn alloc_zeroed<T: Element>(&self, n: usize) -> Result<HostBuffer<T>> {
         Ok(HostBuffer {
-            data: (0..n).map(|_| UnsafeCell::new(<T as bytemuck::Zeroable>::zeroed())).collect(),
+            data: (0..n)
+                .map(|_| UnsafeCell::new(<T as bytemuck::Zeroable>::zeroed()))
+                .collect(),
         })
     }
 
