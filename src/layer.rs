@@ -178,6 +178,21 @@ impl<X: Executor> MoeLayer<X> {
         Ok(())
     }
 
+    /// The token count T of a host input `x` ([T, H] bf16), checked against the workspace.
+    pub fn host_tokens(&self, x: &[bf16]) -> Result<usize> {
+        let h = self.config.hidden;
+        if x.len() % h != 0 {
+            return Err(Error::arg(
+                "x",
+                format!("a multiple of hidden = {h} elements ([T, H])"),
+                x.len(),
+            ));
+        }
+        let tokens = x.len() / h;
+        self.check_tokens(tokens)?;
+        Ok(tokens)
+    }
+
     /// The launches a forward over `tokens` tokens would issue, reading `x` and writing `out`.
     pub fn plan(&self, x: u64, tokens: usize, out: u64) -> Result<ForwardPlan> {
         self.check_tokens(tokens)?;
@@ -210,15 +225,7 @@ impl<X: Executor> MoeLayer<X> {
     /// the output and routing results. Allocates; for tests, the CLI and examples.
     pub fn forward_host(&mut self, x: &[bf16]) -> Result<MoeOutput> {
         let h = self.config.hidden;
-        if x.len() % h != 0 {
-            return Err(Error::arg(
-                "x",
-                format!("a multiple of hidden = {h} elements ([T, H])"),
-                x.len(),
-            ));
-        }
-        let tokens = x.len() / h;
-        self.check_tokens(tokens)?;
+        let tokens = self.host_tokens(x)?;
         let (e, k) = (self.config.experts, self.config.top_k);
         let mut out = MoeOutput {
             tokens,

@@ -71,26 +71,9 @@ executor_tests!(cuda, common::gpu());
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn config(
-    h: usize,
-    i: usize,
-    e: usize,
-    k: usize,
-    routing: Routing,
-    activation: Activation,
-) -> MoeConfig {
-    MoeConfig {
-        hidden: h,
-        intermediate: i,
-        experts: e,
-        top_k: k,
-        routing,
-        activation,
-    }
-}
 
 fn gpt_oss(h: usize, i: usize, e: usize, k: usize) -> MoeConfig {
-    config(h, i, e, k, Routing::TopKThenSoftmax, Activation::GPT_OSS)
+    common::config(h, i, e, k, Routing::TopKThenSoftmax, Activation::GPT_OSS)
 }
 
 /// The tensors of a layer a kernel reads.
@@ -404,7 +387,7 @@ fn check_gemm2<X: Executor>(exec: &X, w: &MoeWeights, tokens: usize, seed: u64, 
 /// `bias` (0·x sums to +0, and +0 + b = b, including ±inf and NaN).
 fn router_with_bias(bias: &[f32], k: usize, routing: Routing) -> MoeWeights {
     let e = bias.len();
-    let c = config(8, 1, e, k, routing, Activation::GPT_OSS);
+    let c = common::config(8, 1, e, k, routing, Activation::GPT_OSS);
     let mut w = MoeWeights::random(c, 7).unwrap();
     w.router_weight = vec![bf16::ZERO; e * c.hidden];
     w.router_bias = bias.to_vec();
@@ -471,7 +454,7 @@ pub mod bodies {
             (33, 17, 8, 64, renorm),
         ];
         for (n, &(h, e, k, t, routing)) in cases.iter().enumerate() {
-            let c = config(h, 1, e, k, routing, Activation::GPT_OSS);
+            let c = common::config(h, 1, e, k, routing, Activation::GPT_OSS);
             let w = MoeWeights::random(c, 100 + n as u64).unwrap();
             check_route(exec, &w, t, 200 + n as u64);
         }
@@ -641,7 +624,7 @@ pub mod bodies {
             (40, 24, 16, 4, 64, Activation::GPT_OSS),
         ];
         for (n, &(h, i, e, k, t, act)) in cases.iter().enumerate() {
-            let c = config(h, i, e, k, Routing::TopKThenSoftmax, act);
+            let c = common::config(h, i, e, k, Routing::TopKThenSoftmax, act);
             let w = MoeWeights::random(c, 300 + n as u64).unwrap();
             check_gemm1(exec, &w, t, 400 + n as u64, PLAIN);
         }
@@ -706,7 +689,7 @@ pub mod bodies {
             (Activation::GPT_OSS, [3.383_183_1f64, 9.678_293_1]),
             (Activation::SwiGlu, [silu(1.0) * 2.0, silu(3.0) * 4.0]),
         ] {
-            let c = config(4, 2, 1, 1, Routing::TopKThenSoftmax, act);
+            let c = common::config(4, 2, 1, 1, Routing::TopKThenSoftmax, act);
             let mut w = MoeWeights::random(c, 8).unwrap();
             w.w1 = identity.clone();
             w.b1 = vec![0.0; 4];

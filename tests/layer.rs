@@ -54,23 +54,6 @@ executor_tests!(emulated, emulated());
 #[cfg(feature = "cuda")]
 executor_tests!(cuda, common::gpu());
 
-fn config(
-    h: usize,
-    i: usize,
-    e: usize,
-    k: usize,
-    routing: Routing,
-    activation: Activation,
-) -> MoeConfig {
-    MoeConfig {
-        hidden: h,
-        intermediate: i,
-        experts: e,
-        top_k: k,
-        routing,
-        activation,
-    }
-}
 
 fn random_x(config: &MoeConfig, tokens: usize, seed: u64) -> Vec<bf16> {
     common::random_bf16(&mut rng(seed), tokens * config.hidden, 1.0)
@@ -221,7 +204,7 @@ pub mod bodies {
             ),
         ];
         for (n, (h, i, e, k, routing, act, token_counts)) in cases.into_iter().enumerate() {
-            let c = config(h, i, e, k, routing, act);
+            let c = common::config(h, i, e, k, routing, act);
             let w = MoeWeights::random(c, 700 + n as u64).unwrap();
             let max = *token_counts.iter().max().unwrap();
             let mut layer = MoeLayer::new(exec.clone(), &w, max).unwrap();
@@ -252,7 +235,7 @@ pub mod bodies {
 
     /// The same inputs give the same bits: twice on one layer, and on a second layer.
     pub fn forward_is_deterministic<X: Executor + Clone>(exec: X) {
-        let c = config(
+        let c = common::config(
             2056,
             72,
             16,
@@ -273,7 +256,7 @@ pub mod bodies {
     /// A token's outputs are the same bits alone, in a batch, and at another position of
     /// the batch.
     pub fn forward_is_batch_invariant<X: Executor + Clone>(exec: X) {
-        let c = config(
+        let c = common::config(
             200,
             96,
             12,
@@ -304,7 +287,7 @@ pub mod bodies {
 
     /// A forward is at most 3 launches (issue 4 item 5); exactly 3 today.
     pub fn forward_launches_at_most_three_kernels<X: Executor + Clone>(exec: X) {
-        let c = config(32, 16, 4, 2, Routing::TopKThenSoftmax, Activation::GPT_OSS);
+        let c = common::config(32, 16, 4, 2, Routing::TopKThenSoftmax, Activation::GPT_OSS);
         let w = MoeWeights::random(c, 50).unwrap();
         let mut layer = MoeLayer::new(exec, &w, 64).unwrap();
         for t in [1, 5, 64] {
@@ -326,7 +309,7 @@ pub mod bodies {
 
     /// T = 0 is valid: empty outputs, nothing launched.
     pub fn zero_tokens_launch_nothing<X: Executor + Clone>(exec: X) {
-        let c = config(32, 16, 4, 2, Routing::TopKThenSoftmax, Activation::GPT_OSS);
+        let c = common::config(32, 16, 4, 2, Routing::TopKThenSoftmax, Activation::GPT_OSS);
         let w = MoeWeights::random(c, 60).unwrap();
         let mut layer = MoeLayer::new(exec, &w, 4).unwrap();
         let out = forward(&mut layer, &[]);
@@ -339,7 +322,7 @@ pub mod bodies {
     /// Router logits made non-finite through the router bias: all −inf/NaN gives ids 0..k,
     /// weights 0 and an output of exactly 0 (not NaN); a single +inf expert takes weight 1.
     pub fn non_finite_router_logits<X: Executor + Clone>(exec: X) {
-        let c = config(48, 40, 8, 3, Routing::TopKThenSoftmax, Activation::GPT_OSS);
+        let c = common::config(48, 40, 8, 3, Routing::TopKThenSoftmax, Activation::GPT_OSS);
         let x = random_x(&c, 4, 71);
 
         let mut w = MoeWeights::random(c, 70).unwrap();
@@ -393,7 +376,7 @@ pub mod bodies {
 /// never the bits of the result.
 #[test]
 fn emulator_options_do_not_change_the_bits() {
-    let c = config(2049, 40, 6, 2, Routing::TopKThenSoftmax, Activation::SwiGlu);
+    let c = common::config(2049, 40, 6, 2, Routing::TopKThenSoftmax, Activation::SwiGlu);
     let w = MoeWeights::random(c, 80).unwrap();
     let x = random_x(&c, 6, 81);
     let run = |options: EmuOptions| {
@@ -428,7 +411,7 @@ fn emulator_options_do_not_change_the_bits() {
 /// The emulator's own per-thread launch counter agrees: 3 launches per forward, 0 for T = 0.
 #[test]
 fn emulator_counts_three_launches_per_forward() {
-    let c = config(32, 16, 4, 2, Routing::TopKThenSoftmax, Activation::GPT_OSS);
+    let c = common::config(32, 16, 4, 2, Routing::TopKThenSoftmax, Activation::GPT_OSS);
     let w = MoeWeights::random(c, 90).unwrap();
     let mut layer = EmulatedMoe::new(emulated().unwrap(), &w, 8).unwrap();
     let before = runtime::launch_count();

@@ -290,23 +290,6 @@ fn route_handles_many_rows_and_validates() {
 // ---------------------------------------------------------------------------------------------
 // Whole layer: analytic cases
 
-fn cfg(
-    h: usize,
-    i: usize,
-    e: usize,
-    k: usize,
-    routing: Routing,
-    activation: Activation,
-) -> MoeConfig {
-    MoeConfig {
-        hidden: h,
-        intermediate: i,
-        experts: e,
-        top_k: k,
-        routing,
-        activation,
-    }
-}
 
 fn bf(v: f32) -> bf16 {
     bf16::from_f32(v)
@@ -318,7 +301,7 @@ fn identity_expert_with_saturated_silu_returns_the_input_exactly() {
     // silu = 64 exactly); up rows = identity. a = 64·x (exact in bf16), W2 = I/64, b2 = 0,
     // so y = x bit for bit.
     let n = 37;
-    let c = cfg(n, n, 1, 1, Routing::TopKThenSoftmax, Activation::SwiGlu);
+    let c = common::config(n, n, 1, 1, Routing::TopKThenSoftmax, Activation::SwiGlu);
     let mut w1 = vec![bf16::ZERO; 2 * n * n];
     let mut b1 = vec![0f32; 2 * n];
     let mut w2 = vec![bf16::ZERO; n * n];
@@ -343,7 +326,7 @@ fn identity_expert_with_saturated_silu_returns_the_input_exactly() {
 fn identity_expert_with_gpt_oss_activation_gives_rounded_activation() {
     // gate row 2j selects x_j, up rows 0, W2 = I: y_j = bf16(x_j·σ(1.702·min(x_j, 7))·1).
     let n = 11;
-    let c = cfg(n, n, 1, 1, Routing::TopKThenSoftmax, GPT_OSS);
+    let c = common::config(n, n, 1, 1, Routing::TopKThenSoftmax, GPT_OSS);
     let mut w1 = vec![bf16::ZERO; 2 * n * n];
     let mut w2 = vec![bf16::ZERO; n * n];
     for j in 0..n {
@@ -395,7 +378,7 @@ fn b2_is_added_per_expert_before_weighting() {
         (Routing::TopKThenSoftmax, 0.5),
         (MIXTRAL, 0.5),
     ] {
-        let c = cfg(h, i, e, k, routing, GPT_OSS);
+        let c = common::config(h, i, e, k, routing, GPT_OSS);
         let w = MoeWeights::new(
             c,
             vec![bf16::ZERO; e * h],
@@ -423,7 +406,7 @@ fn tokens_whose_logits_are_all_minus_infinity_or_nan_output_zero() {
     let (h, i, e, k) = (8, 8, 3, 2);
     for bias in [f32::NEG_INFINITY, f32::NAN] {
         let mut w =
-            MoeWeights::random(cfg(h, i, e, k, Routing::TopKThenSoftmax, GPT_OSS), 5).unwrap();
+            MoeWeights::random(common::config(h, i, e, k, Routing::TopKThenSoftmax, GPT_OSS), 5).unwrap();
         w.router_bias = vec![bias; e];
         let x = common::random_bf16(&mut common::rng(1), 2 * h, 1.0);
         let out = reference::forward(&w, &x).unwrap();
@@ -435,7 +418,7 @@ fn tokens_whose_logits_are_all_minus_infinity_or_nan_output_zero() {
 
 #[test]
 fn zero_tokens_give_empty_outputs() {
-    let w = MoeWeights::random(cfg(16, 8, 4, 2, Routing::TopKThenSoftmax, GPT_OSS), 1).unwrap();
+    let w = MoeWeights::random(common::config(16, 8, 4, 2, Routing::TopKThenSoftmax, GPT_OSS), 1).unwrap();
     let out = reference::forward(&w, &[]).unwrap();
     assert_eq!(out.tokens, 0);
     assert!(out.y.is_empty() && out.expert_ids.is_empty() && out.router_logits.is_empty());
@@ -443,7 +426,7 @@ fn zero_tokens_give_empty_outputs() {
 
 #[test]
 fn bad_arguments_are_errors_naming_the_argument() {
-    let c = cfg(16, 8, 4, 2, Routing::TopKThenSoftmax, GPT_OSS);
+    let c = common::config(16, 8, 4, 2, Routing::TopKThenSoftmax, GPT_OSS);
     let w = MoeWeights::random(c, 1).unwrap();
     let x = common::random_bf16(&mut common::rng(2), 2 * 16, 1.0);
     let name_of = |e: Error| match e {
@@ -637,7 +620,7 @@ fn forward_matches_a_naive_f64_formulation_on_random_data() {
         (2880, 64, 4, 2, 2, Routing::TopKThenSoftmax, GPT_OSS),
     ];
     for (n, &(h, i, e, k, t, routing, activation)) in cases.iter().enumerate() {
-        let c = cfg(h, i, e, k, routing, activation);
+        let c = common::config(h, i, e, k, routing, activation);
         let seed = 100 + n as u64;
         let w = MoeWeights::random(c, seed).unwrap();
         // Inputs of scale 3 so the gpt-oss clamps (±7) are reached in some rows.
@@ -669,7 +652,7 @@ fn forward_matches_a_naive_f64_formulation_on_random_data() {
 
 #[test]
 fn forward_is_deterministic_whatever_the_thread_count() {
-    let c = cfg(96, 80, 8, 4, Routing::TopKThenSoftmax, GPT_OSS);
+    let c = common::config(96, 80, 8, 4, Routing::TopKThenSoftmax, GPT_OSS);
     let w = MoeWeights::random(c, 77).unwrap();
     let x = common::random_bf16(&mut common::rng(77), 9 * 96, 2.0);
     let a = reference::forward(&w, &x).unwrap();

@@ -677,16 +677,7 @@ fn check_stream(
 /// untimed warm-up forward, then `repeat` forwards between two CUDA events. Allocates (outside
 /// the timed region); for the CLI and benches.
 pub fn time_forward(layer: &mut CudaMoe, x: &[bf16], repeat: usize) -> Result<Duration> {
-    let h = layer.config().hidden;
-    if x.len() % h != 0 {
-        return Err(Error::arg(
-            "x",
-            format!("a multiple of hidden = {h} elements ([T, H])"),
-            x.len(),
-        ));
-    }
-    let tokens = x.len() / h;
-    layer.check_tokens(tokens)?;
+    let tokens = layer.host_tokens(x)?;
     if tokens == 0 || repeat == 0 {
         return Ok(Duration::ZERO);
     }

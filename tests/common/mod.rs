@@ -2,6 +2,7 @@
 //! readable failure report. (Each test binary compiles this module; not every one uses all.)
 #![allow(dead_code)]
 
+use fused_moe::{Activation, MoeConfig, Routing};
 use half::bf16;
 use rand::{Rng, SeedableRng};
 
@@ -143,4 +144,23 @@ pub fn assert_bf16_matches(what: &str, got: &[f32], want: &[f32]) {
          may, those on a bf16 rounding boundary)",
         got.len()
     );
+}
+
+/// A layer configuration from its sizes and variants (tests build many odd shapes).
+pub fn config(
+    h: usize,
+    i: usize,
+    e: usize,
+    k: usize,
+    routing: Routing,
+    activation: Activation,
+) -> MoeConfig {
+    MoeConfig {
+        hidden: h,
+        intermediate: i,
+        experts: e,
+        top_k: k,
+        routing,
+        activation,
+    }
 }
