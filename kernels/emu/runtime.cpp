@@ -498,33 +498,43 @@ inline Fiber* fiber_at(Worker* w, uint32_t tid) { return w->pool->fibers[tid]; }
 // still reported as deadlocked.
 // ---------------------------------------------------------------------------------------------
 
-// Seeded mode: runnable lanes and the random choice among them (out of line, so the
-// deterministic mode's queue operations below stay small and inlined).
+// Seeded mode: runnable lanes and the random choice among them. Out of line, and the mode is
+// tested once per release or only when the ring is empty, so the deterministic mode's hot path
+// runs no more instructions than before seeded scheduling existed.
 [[gnu::noinline]] void ready_push(Worker* w, uint32_t tid) { w->ready[tid >> 5] |= 1u << (tid & 31u); }
 
 [[gnu::noinline]] Fiber* ready_pop(Worker* w) {
     for (uint32_t i = 0; i < w->nwarps; ++i) {
         const uint32_t warp = w->priority[i];
-        uint32_t lanes = w->ready[warp];
+        const uint32_t lanes = w->ready[warp];
         if (!lanes) continue;
-        for (uint32_t k = uint32_t(splitmix64(w->rng) % uint32_t(__builtin_popcount(lanes))); k > 0; --k)
-            lanes &= lanes - 1; // drop the lowest k runnable lanes
-        const uint32_t lane = uint32_t(__builtin_ctz(lanes));
-        w->ready[warp] &= ~(1u << lane);
+        // The first runnable lane at or after a random lane, cyclically: cheap, and every
+        // runnable lane can be chosen (not quite uniformly, which does not matter here).
+        const uint32_t r = uint32_t(splitmix64(w->rng)) & 31u;
+        const uint32_t rotated = r ? (lanes >> r) | (lanes << (32u - r)) : lanes;
+        const uint32_t lane = (uint32_t(__builtin_ctz(rotated)) + r) & 31u;
+        w->ready[warp] = lanes & ~(1u << lane);
         return fiber_at(w, warp * 32 + lane);
     }
     return nullptr;
 }
 
-inline void runq_push(Worker* w, uint32_t tid) {
-    if (__builtin_expect(w->seeded, 0)) return ready_push(w, tid);
+inline void ring_push(Worker* w, uint32_t tid) {
     w->runq[(w->runq_head + w->runq_len) % 1024u] = uint16_t(tid);
     ++w->runq_len;
 }
 
+inline void runq_push(Worker* w, uint32_t tid) {
+    if (w->seeded) {
+        ready_push(w, tid);
+    } else {
+        ring_push(w, tid);
+    }
+}
+
+// The next fiber to run, or nullptr when none is runnable. (Seeded, the ring stays empty.)
 inline Fiber* runq_pop(Worker* w) {
-    if (__builtin_expect(w->seeded, 0)) return ready_pop(w);
-    if (w->runq_len == 0) return nullptr;
+    if (w->runq_len == 0) return w->seeded ? ready_pop(w) : nullptr;
     const uint32_t tid = w->runq[w->runq_head];
     w->runq_head = (w->runq_head + 1) % 1024u;
     --w->runq_len;
@@ -550,9 +560,16 @@ void move_priority(Worker* w, uint32_t warp, uint32_t to) {
 
 // Makes `tids` runnable, in this order (the seeded scheduler picks its own order).
 void push_released(Worker* w, const uint32_t* tids, uint32_t n) {
+    if (w->seeded) {
+        for (uint32_t i = 0; i < n; ++i) {
+            fiber_at(w, tids[i])->state = kRunnable;
+            ready_push(w, tids[i]);
+        }
+        return;
+    }
     for (uint32_t i = 0; i < n; ++i) {
         fiber_at(w, tids[i])->state = kRunnable;
-        runq_push(w, tids[i]);
+        ring_push(w, tids[i]);
     }
 }
 
@@ -595,16 +612,25 @@ void switch_to(Worker* w, Fiber* from, Fiber* to, bool dying) {
     asan_finish(from ? from->asan_fake_stack : dummy);
 }
 
-// The current fiber stops running (its state says why); the next runnable fiber, or the
-// scheduler when there is none, runs. Returns when someone makes `self` runnable again and it
-// is its turn.
-void suspend(Worker* w, Fiber* self) {
-    Fiber* next = runq_pop(w);
+// Runs `next` (nullptr: the scheduler) instead of `self`, unless that is `self`.
+void suspend_to(Worker* w, Fiber* self, Fiber* next) {
     if (next == self) {
         self->state = kRunning;
         return;
     }
     switch_to(w, self, next, false);
+}
+
+[[gnu::noinline]] void suspend_seeded(Worker* w, Fiber* self) { suspend_to(w, self, ready_pop(w)); }
+
+// The current fiber stops running (its state says why); the next runnable fiber, or the
+// scheduler when there is none, runs. Returns when someone makes `self` runnable again and it
+// is its turn.
+void suspend(Worker* w, Fiber* self) {
+    // The deterministic path calls nothing but the context switch (no stack frame to set up):
+    // this runs at every barrier and collective.
+    if (w->runq_len == 0 && w->seeded) return suspend_seeded(w, self);
+    suspend_to(w, self, runq_pop(w));
 }
 
 int lane_of(const Fiber* f) { return int(f->tid & 31u); }
