@@ -71,7 +71,6 @@ executor_tests!(cuda, common::gpu());
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-
 fn gpt_oss(h: usize, i: usize, e: usize, k: usize) -> MoeConfig {
     common::config(h, i, e, k, Routing::TopKThenSoftmax, Activation::GPT_OSS)
 }

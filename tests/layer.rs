@@ -54,7 +54,6 @@ executor_tests!(emulated, emulated());
 #[cfg(feature = "cuda")]
 executor_tests!(cuda, common::gpu());
 
-
 fn random_x(config: &MoeConfig, tokens: usize, seed: u64) -> Vec<bf16> {
     common::random_bf16(&mut rng(seed), tokens * config.hidden, 1.0)
 }

@@ -290,7 +290,6 @@ fn route_handles_many_rows_and_validates() {
 // ---------------------------------------------------------------------------------------------
 // Whole layer: analytic cases
 
-
 fn bf(v: f32) -> bf16 {
     bf16::from_f32(v)
 }
@@ -405,8 +404,11 @@ fn b2_is_added_per_expert_before_weighting() {
 fn tokens_whose_logits_are_all_minus_infinity_or_nan_output_zero() {
     let (h, i, e, k) = (8, 8, 3, 2);
     for bias in [f32::NEG_INFINITY, f32::NAN] {
-        let mut w =
-            MoeWeights::random(common::config(h, i, e, k, Routing::TopKThenSoftmax, GPT_OSS), 5).unwrap();
+        let mut w = MoeWeights::random(
+            common::config(h, i, e, k, Routing::TopKThenSoftmax, GPT_OSS),
+            5,
+        )
+        .unwrap();
         w.router_bias = vec![bias; e];
         let x = common::random_bf16(&mut common::rng(1), 2 * h, 1.0);
         let out = reference::forward(&w, &x).unwrap();
@@ -418,7 +420,11 @@ fn tokens_whose_logits_are_all_minus_infinity_or_nan_output_zero() {
 
 #[test]
 fn zero_tokens_give_empty_outputs() {
-    let w = MoeWeights::random(common::config(16, 8, 4, 2, Routing::TopKThenSoftmax, GPT_OSS), 1).unwrap();
+    let w = MoeWeights::random(
+        common::config(16, 8, 4, 2, Routing::TopKThenSoftmax, GPT_OSS),
+        1,
+    )
+    .unwrap();
     let out = reference::forward(&w, &[]).unwrap();
     assert_eq!(out.tokens, 0);
     assert!(out.y.is_empty() && out.expert_ids.is_empty() && out.router_logits.is_empty());
