@@ -38,13 +38,15 @@ fn main() {
     }
 
     let sources = kernel_sources(&kernels);
-    build_emulator(&kernels, &sources, &out_dir);
+    // PTX first: a missing nvcc should fail the build at once, not after the emulator's
+    // C++ has compiled.
     if env::var_os("CARGO_FEATURE_CUDA").is_some() {
         if let Err(msg) = build_ptx(&sources, &out_dir) {
             eprintln!("\n{msg}\n");
             std::process::exit(1);
         }
     }
+    build_emulator(&kernels, &sources, &out_dir);
 }
 
 /// Every `.cu` file under kernels/ and kernels/testing/, sorted for reproducible output.

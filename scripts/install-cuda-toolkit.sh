@@ -2,12 +2,13 @@
 # Installs the pinned CUDA 13.0 compiler (nvcc, ptxas, headers) and the SASS tools from PyPI
 # wheels into a local folder, without root and without a GPU, then prints the CUDA_HOME to use.
 #
-#   scripts/install-cuda-toolkit.sh [PREFIX]        (default PREFIX: .cuda-toolkit in the repo)
-#   export CUDA_HOME="$(scripts/install-cuda-toolkit.sh --print-home)"
+#   scripts/install-cuda-toolkit.sh [PREFIX]     install (about 300 MB; PREFIX default: .cuda-toolkit)
+#   export CUDA_HOME="$(scripts/install-cuda-toolkit.sh --print-home [PREFIX])"
+#                                                print where it is installed; installs nothing
 #
-# Why wheels: NVIDIA publishes nvcc as pip packages; they install anywhere Python runs, which is
-# what CI and a fresh developer machine have. CUDA 13.0 is pinned because the first GPU machines
-# run driver 580 (CUDA 13.0): PTX from a newer nvcc would not load there.
+# Why wheels: NVIDIA publishes nvcc as pip packages; they install anywhere Python runs. CUDA
+# 13.0 is pinned because the first GPU machines run driver 580 (= CUDA 13.0), and PTX from a
+# newer nvcc does not load on an older driver.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +17,7 @@ prefix="$repo/.cuda-toolkit"
 for arg in "$@"; do
   case "$arg" in
     --print-home) print_home_only=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) prefix="$arg" ;;
   esac
 done
@@ -27,6 +28,15 @@ find_home() {
   sp=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "$sp/nvidia/cu13"
 }
+
+if [ "$print_home_only" = 1 ]; then
+  if [ -x "$venv/bin/python" ] && [ -x "$(find_home)/bin/nvcc" ]; then
+    find_home
+    exit 0
+  fi
+  echo "error: no toolkit under $prefix; install it first with: $0${prefix:+ }$([ "$prefix" = "$repo/.cuda-toolkit" ] || echo "$prefix")" >&2
+  exit 1
+fi
 
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
@@ -42,10 +52,6 @@ home=$(find_home)
 if [ ! -x "$home/bin/nvcc" ]; then
   echo "error: nvcc not found under $home after install" >&2
   exit 1
-fi
-if [ "$print_home_only" = 1 ]; then
-  echo "$home"
-  exit 0
 fi
 "$home/bin/nvcc" --version >&2
 echo "CUDA toolkit ready. Use it with:" >&2

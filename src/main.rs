@@ -42,9 +42,10 @@ enum BackendArg {
 }
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("weights").required(true).args(["model", "preset"]))]
 struct RunArgs {
     /// Checkpoint directory (HF layout with config.json + *.safetensors, or original layout).
-    #[arg(long, conflicts_with = "preset", required_unless_present = "preset")]
+    #[arg(long)]
     model: Option<PathBuf>,
     /// Layer index within the checkpoint.
     #[arg(long, default_value_t = 0, requires = "model")]
@@ -69,19 +70,27 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
     /// Also run the CPU reference and print the normalised max and RMS error (exit 1 when
-    /// above the SPEC §4 bf16 tolerances).
+    /// above the bf16 tolerances of the README's numeric contract).
     #[arg(long)]
     check: bool,
     /// Timed repetitions of the forward (after one untimed warm-up where it applies).
-    #[arg(long, default_value_t = 1)]
-    repeat: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Info => info(),
         Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain on one line; no backtrace for an ordinary user error.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -147,7 +156,7 @@ fn run(args: RunArgs) -> Result<()> {
         None => fused_moe::weights::random_bf16(args.tokens * cfg.hidden, 1.0, args.seed ^ 0xA11CE),
     };
     let tokens = x.len() / cfg.hidden;
-    let repeat = args.repeat.max(1);
+    let repeat = args.repeat as usize;
     let (out, per_forward) = match backend {
         BackendArg::Reference => time(repeat, || reference::forward(&weights, &x))?,
         BackendArg::Emulated => {
@@ -173,14 +182,17 @@ fn run(args: RunArgs) -> Result<()> {
     );
     if args.check {
         if backend == BackendArg::Reference {
-            println!("check: the backend is the reference itself; nothing to compare");
+            eprintln!(
+                "warning: --check compares a kernel backend with the reference, and the backend \
+                 is the reference itself: nothing was checked (use --backend emulated or cuda)"
+            );
         } else {
             let want = reference::forward(&weights, &x)?;
             if !check(&out, &want) {
                 if let Some(path) = &args.output {
                     write_output(path, &out, &cfg)?;
                 }
-                bail!("check failed: the {backend:?} output differs from the reference beyond SPEC §4 tolerances");
+                bail!("check failed: the {backend:?} output differs from the reference beyond the tolerances (normalised max 1e-2, RMS 4e-3)");
             }
         }
     }
@@ -214,6 +226,11 @@ fn resolve_backend(b: BackendArg) -> Result<BackendArg> {
         },
         BackendArg::Cuda if !cfg!(feature = "cuda") => {
             bail!("--backend cuda needs a build with `--features cuda` (see README: GPU path)")
+        }
+        BackendArg::Cuda => {
+            // Before any weights are made or loaded: a missing GPU fails at once.
+            gpu_status().map_err(|why| anyhow::anyhow!("--backend cuda: no usable GPU ({why})"))?;
+            BackendArg::Cuda
         }
         other => other,
     })
@@ -347,7 +364,9 @@ fn write_output(path: &Path, out: &MoeOutput, cfg: &MoeConfig) -> Result<()> {
             TensorView::new(Dtype::F32, vec![t, cfg.experts], &l)?,
         ),
     ];
-    safetensors::serialize_to_file(tensors, None, path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    // serialize + fs::write rather than serialize_to_file: the latter writes through a temp
+    // file that keeps mode 0600 and names that temp file in its errors.
+    let bytes = safetensors::serialize(tensors, None)?;
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

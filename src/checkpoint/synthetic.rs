@@ -153,7 +153,10 @@ pub fn write_synthetic(dir: &Path, spec: &SyntheticCheckpoint) -> Result<()> {
             total_size += t.bytes.len();
         }
         let path = dir.join(shard_name(s));
-        safetensors::serialize_to_file(views, None, &path)
+        // serialize + fs::write: serialize_to_file's temp file would leave the shard mode 0600.
+        let bytes = safetensors::serialize(views, None)
+            .map_err(|e| Error::checkpoint(&path, None, format!("cannot serialize: {e}")))?;
+        std::fs::write(&path, bytes)
             .map_err(|e| Error::checkpoint(&path, None, format!("cannot write: {e}")))?;
     }
     if spec.shards > 1 && spec.layout == Layout::Hf {
