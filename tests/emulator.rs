@@ -7,6 +7,9 @@
 //! by reusing the emulator's own code. Outputs are poisoned before each launch and every
 //! element is checked.
 
+mod common;
+
+use common::fragments::{ProbeInputs, ProbeParams, POISON_U32};
 use fused_moe::backends::emulated::runtime::{
     launch_count, launch_entry, EmuEntry, EmuOptions, EmuStats, FmoeEmuLaunch, FmoeEmuReport,
 };
@@ -26,20 +29,6 @@ struct TestParams {
     arg0: i32,
     arg1: i32,
     mask: u32,
-    reserved: i32,
-}
-
-/// `FragmentProbeParams` of fragment_probe.cu.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct ProbeParams {
-    a: u64,
-    b: u64,
-    c: u64,
-    d: u64,
-    ldm_src: u64,
-    ldm_out: u64,
-    warps: i32,
     reserved: i32,
 }
 
@@ -69,8 +58,6 @@ extern "C" {
     fn fmoe_emu_emu_test_stack(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_oob_probe(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
 }
-
-const POISON_U32: u32 = 0x7fc0_dead;
 
 fn dims(grid: [u32; 3], block: [u32; 3], smem: u32) -> LaunchDims {
     LaunchDims {
@@ -1246,76 +1233,21 @@ fn bf16_and_f16_conversions_round_to_nearest_even() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor-core fragment layouts (PTX ISA, mma.m16n8k16 .bf16 and ldmatrix)
+// Tensor-core fragment layouts (PTX ISA, mma.m16n8k16 .bf16 and ldmatrix): the probe case and
+// the ISA layouts live in tests/common/fragments.rs, shared with the GPU suite (tests/gpu.rs).
 // ---------------------------------------------------------------------------------------------
-
-/// (row, col) of element `e` (0..8, two per register) of lane `lane`'s A fragment.
-fn a_pos(lane: usize, e: usize) -> (usize, usize) {
-    let (g, t) = (lane / 4, lane % 4);
-    let row = if matches!(e, 0 | 1 | 4 | 5) { g } else { g + 8 };
-    let col = t * 2 + (e & 1) + if e >= 4 { 8 } else { 0 };
-    (row, col)
-}
-
-/// (k, n) of element `e` (0..4) of lane `lane`'s B fragment.
-fn b_pos(lane: usize, e: usize) -> (usize, usize) {
-    let (g, t) = (lane / 4, lane % 4);
-    (t * 2 + (e & 1) + if e >= 2 { 8 } else { 0 }, g)
-}
-
-/// (row, col) of element `e` (0..4) of lane `lane`'s C/D fragment.
-fn c_pos(lane: usize, e: usize) -> (usize, usize) {
-    let (g, t) = (lane / 4, lane % 4);
-    (if e < 2 { g } else { g + 8 }, t * 2 + (e & 1))
-}
-
-fn bf16_bits(v: f32) -> u32 {
-    u32::from(half::bf16::from_f32(v).to_bits())
-}
 
 #[test]
 fn fragment_probe_matches_ptx_layouts() {
-    let warps = 2usize;
-    let threads = 32 * warps;
-    // Warp w multiplies A (A[r][c] = 16 r + c, exact in bf16) by a one-hot B selecting column
-    // sel(n) = (n + 8 w) % 16 of A, plus C[r][n] = 1024 (8 r + n + 1): every D element names the
-    // A element and the C element it came from.
-    let sel = |w: usize, n: usize| (n + 8 * w) % 16;
-    let mut a = vec![0u32; 4 * threads];
-    let mut b = vec![0u32; 2 * threads];
-    let mut c = vec![0f32; 4 * threads];
-    for w in 0..warps {
-        for lane in 0..32 {
-            let t = 32 * w + lane;
-            for e in 0..8 {
-                let (r, col) = a_pos(lane, e);
-                a[4 * t + e / 2] |= bf16_bits((16 * r + col) as f32) << (16 * (e & 1));
-            }
-            for e in 0..4 {
-                let (k, n) = b_pos(lane, e);
-                let v = if k == sel(w, n) { 1.0 } else { 0.0 };
-                b[2 * t + e / 2] |= bf16_bits(v) << (16 * (e & 1));
-            }
-            for e in 0..4 {
-                let (r, n) = c_pos(lane, e);
-                c[4 * t + e] = 1024.0 * (8 * r + n + 1) as f32;
-            }
-        }
-    }
-    let mut d = vec![f32::NAN; 4 * threads];
-    // ldmatrix sources: warp w, matrix j, row r, col q holds 64 j + 8 r + q + w (exact).
-    let mut src = vec![0u16; warps * 32 * 8];
-    for w in 0..warps {
-        for j in 0..4 {
-            for r in 0..8 {
-                for q in 0..8 {
-                    src[(w * 32 + 8 * j + r) * 8 + q] =
-                        half::bf16::from_f32((64 * j + 8 * r + q + w) as f32).to_bits();
-                }
-            }
-        }
-    }
-    let mut ldm = vec![POISON_U32; 6 * 4 * threads];
+    let inputs = ProbeInputs::new(2);
+    let (mut a, mut b, mut c, mut src) = (
+        inputs.a.clone(),
+        inputs.b.clone(),
+        inputs.c.clone(),
+        inputs.ldm_src.clone(),
+    );
+    let mut d = vec![f32::NAN; inputs.d_len()];
+    let mut ldm = vec![POISON_U32; inputs.ldm_out_len()];
     let p = ProbeParams {
         a: addr(&mut a),
         b: addr(&mut b),
@@ -1323,66 +1255,23 @@ fn fragment_probe_matches_ptx_layouts() {
         d: addr(&mut d),
         ldm_src: addr(&mut src),
         ldm_out: addr(&mut ldm),
-        warps: warps as i32,
+        warps: inputs.warps as i32,
         reserved: 0,
     };
     let stats = run(
         fmoe_emu_fmoe_fragment_probe,
         "fmoe_fragment_probe",
-        dims([1, 1, 1], [threads as u32, 1, 1], 0),
+        dims([1, 1, 1], [inputs.threads() as u32, 1, 1], 0),
         &p,
         &opts(1),
     )
     .unwrap();
     assert_eq!(
         stats.warp_collectives,
-        warps as u64 * 8,
+        inputs.warps as u64 * 8,
         "mma + syncwarp + 6 ldmatrix per warp"
     );
-
-    for w in 0..warps {
-        for lane in 0..32 {
-            let t = 32 * w + lane;
-            for e in 0..4 {
-                let (r, n) = c_pos(lane, e);
-                let want = 1024.0 * (8 * r + n + 1) as f32 + (16 * r + sel(w, n)) as f32;
-                assert_eq!(
-                    d[4 * t + e],
-                    want,
-                    "mma D: warp {w} lane {lane} element {e} = D[{r}][{n}]"
-                );
-            }
-            let elem = |j: usize, r: usize, q: usize| bf16_bits((64 * j + 8 * r + q + w) as f32);
-            for (variant, (num, trans)) in [
-                (1, false),
-                (2, false),
-                (4, false),
-                (1, true),
-                (2, true),
-                (4, true),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                for j in 0..4 {
-                    let (q, p2) = (lane / 4, 2 * (lane % 4));
-                    let want = if j >= num {
-                        0
-                    } else if trans {
-                        elem(j, p2, q) | elem(j, p2 + 1, q) << 16
-                    } else {
-                        elem(j, q, p2) | elem(j, q, p2 + 1) << 16
-                    };
-                    assert_eq!(
-                        ldm[variant * 4 * threads + 4 * t + j],
-                        want,
-                        "ldmatrix x{num}{} warp {w} lane {lane} register {j}",
-                        if trans { ".trans" } else { "" }
-                    );
-                }
-            }
-        }
-    }
+    inputs.check(&d, &ldm);
 }
 
 // ---------------------------------------------------------------------------------------------
