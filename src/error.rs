@@ -141,3 +141,23 @@ pub(crate) fn check_len_at_least(
         ))
     }
 }
+
+/// The row count of a row-major `[rows, width]` argument of `len` elements; an error naming
+/// the argument when `len` is not a whole number of rows. `width_desc` says what the width is
+/// (e.g. "hidden = 2880") and `shape` the tensor's shape (e.g. "[T, H]").
+pub(crate) fn row_count(
+    name: &'static str,
+    len: usize,
+    width: usize,
+    width_desc: &str,
+    shape: &str,
+) -> Result<usize> {
+    if len % width != 0 {
+        return Err(Error::arg(
+            name,
+            format!("a multiple of {width_desc} elements ({shape})"),
+            len,
+        ));
+    }
+    Ok(len / width)
+}

@@ -3,7 +3,7 @@
 //! Nothing is allocated and nothing waits for the device inside [`MoeLayer::forward_raw`].
 
 use crate::config::MoeConfig;
-use crate::error::{Error, Result};
+use crate::error::{row_count, Error, Result};
 use crate::output::MoeOutput;
 use crate::plan::{self, ForwardBuffers, ForwardPlan, Launch};
 use crate::weights::MoeWeights;
@@ -181,14 +181,7 @@ impl<X: Executor> MoeLayer<X> {
     /// The token count T of a host input `x` ([T, H] bf16), checked against the workspace.
     pub fn host_tokens(&self, x: &[bf16]) -> Result<usize> {
         let h = self.config.hidden;
-        if x.len() % h != 0 {
-            return Err(Error::arg(
-                "x",
-                format!("a multiple of hidden = {h} elements ([T, H])"),
-                x.len(),
-            ));
-        }
-        let tokens = x.len() / h;
+        let tokens = row_count("x", x.len(), h, &format!("hidden = {h}"), "[T, H]")?;
         self.check_tokens(tokens)?;
         Ok(tokens)
     }

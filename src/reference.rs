@@ -20,7 +20,7 @@
 //! whatever the grouping or thread count, so results are bitwise reproducible.
 
 use crate::config::{Activation, MoeConfig, Routing};
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, row_count, Error, Result};
 use crate::output::MoeOutput;
 use crate::weights::MoeWeights;
 use half::bf16;
@@ -105,14 +105,13 @@ pub fn route(
             top_k,
         ));
     }
-    if logits.len() % experts != 0 {
-        return Err(Error::arg(
-            "logits",
-            format!("a multiple of experts = {experts} elements ([T, E])"),
-            logits.len(),
-        ));
-    }
-    let tokens = logits.len() / experts;
+    let tokens = row_count(
+        "logits",
+        logits.len(),
+        experts,
+        &format!("experts = {experts}"),
+        "[T, E]",
+    )?;
     let mut ids = Vec::with_capacity(tokens * top_k);
     let mut weights = Vec::with_capacity(tokens * top_k);
     for row in logits.chunks_exact(experts) {
@@ -244,14 +243,13 @@ pub fn expert_gemm2(
 ) -> Result<Vec<f32>> {
     let cfg = checked_config(w)?;
     let (h, i, k) = (cfg.hidden, cfg.intermediate, cfg.top_k);
-    if act.len() % (k * i) != 0 {
-        return Err(Error::arg(
-            "act",
-            format!("a multiple of k·I = {} elements ([T·k, I])", k * i),
-            act.len(),
-        ));
-    }
-    let tokens = act.len() / (k * i);
+    let tokens = row_count(
+        "act",
+        act.len(),
+        k * i,
+        &format!("k·I = {}", k * i),
+        "[T·k, I]",
+    )?;
     check_len("expert_ids", expert_ids.len(), tokens * k, "[T, k]")?;
     check_len("expert_weights", expert_weights.len(), tokens * k, "[T, k]")?;
     check_ids(expert_ids, cfg.experts)?;
@@ -411,14 +409,8 @@ fn checked_config(w: &MoeWeights) -> Result<&MoeConfig> {
 
 /// T for tokens `x` `[T, H]`.
 fn token_count(cfg: &MoeConfig, x: &[bf16]) -> Result<usize> {
-    if x.len() % cfg.hidden != 0 {
-        return Err(Error::arg(
-            "x",
-            format!("a multiple of hidden = {} elements ([T, H])", cfg.hidden),
-            x.len(),
-        ));
-    }
-    Ok(x.len() / cfg.hidden)
+    let h = cfg.hidden;
+    row_count("x", x.len(), h, &format!("hidden = {h}"), "[T, H]")
 }
 
 /// Every id in `[0, experts)`.
