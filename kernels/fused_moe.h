@@ -40,6 +40,14 @@ typedef struct FmoeRouteParams {
     uint64_t logits;         /* f32 [T, E] */
     uint64_t expert_ids;     /* i32 [T, k], slots in descending score, ties by lower index */
     uint64_t expert_weights; /* f32 [T, k], always finite */
+    /* Grouping of the T*k (token, slot) pairs by expert, for the grouped expert GEMMs. */
+    uint64_t group_pairs;   /* i32 [E, T]: row e lists the pairs p = t*k + j routed to expert e
+                               (its first group_sizes[e] entries; order within e unspecified) */
+    uint64_t group_sizes;   /* i32 [E]: pairs routed to each expert */
+    uint64_t group_offsets; /* i32 [E + 1]: exclusive prefix sum of group_sizes */
+    /* Scratch, zero before the launch and zero again after it (the last block resets it). */
+    uint64_t group_cursor; /* i32 [E]: per-expert fill counters */
+    uint64_t blocks_done;  /* i32 [1]: blocks finished; the last one computes the offsets */
     /* Shape. */
     int32_t tokens;
     int32_t hidden;
@@ -50,9 +58,11 @@ typedef struct FmoeRouteParams {
     int32_t renormalize; /* FMOE_ROUTING_SOFTMAX_THEN_TOPK only: 1 = weights sum to 1 */
 } FmoeRouteParams;
 
-/* Expert GEMMs. One struct serves both kernels:
- *   GEMM1: act[t*k + j, :] = bf16(activation(W1[e]·x[t] + b1[e]))        e = expert_ids[t, j]
- *   GEMM2: out[t, :]       = bf16(sum_j w[t, j] * (W2[e]·act[t*k + j] + b2[e]))  (slot order) */
+/* Expert GEMMs. One struct serves every expert kernel:
+ *   GEMM1: act[row(t, j), :] = bf16(activation(W1[e]·x[t] + b1[e]))        e = expert_ids[t, j]
+ *   GEMM2: out[t, :]         = bf16(sum_j w[t, j] * (W2[e]·act[row(t, j)] + b2[e]))  (slot order)
+ * row(t, j) is t*k + j for the per-pair kernels (experts.cu) and the pair's position in the
+ * expert-grouped order for the grouped kernels (grouped_experts.cu). */
 typedef struct FmoeExpertParams {
     /* Inputs. */
     uint64_t x;              /* bf16 [T, H] */
@@ -64,6 +74,14 @@ typedef struct FmoeExpertParams {
     uint64_t b2;             /* f32  [E, H] */
     /* Workspace: written by GEMM1, read by GEMM2. */
     uint64_t act; /* bf16 [T*k, I] */
+    /* Grouping written by the routing kernel (grouped kernels only). */
+    uint64_t group_pairs;   /* i32 [E, T] */
+    uint64_t group_sizes;   /* i32 [E] */
+    uint64_t group_offsets; /* i32 [E + 1] */
+    /* Grouped GEMM2 workspace: per-pair weighted expert outputs and per-(token, column tile)
+     * arrival counters (zero before the launch and after it: the last arriver resets them). */
+    uint64_t partial;          /* f32 [T*k, H]: w[t, j] * (W2[e]·act + b2[e]) */
+    uint64_t combine_counters; /* i32 [T, ceil(H / 64)] */
     /* Output. */
     uint64_t out; /* bf16 [T, H] */
     /* Shape. */
@@ -80,12 +98,12 @@ typedef struct FmoeExpertParams {
 
 #ifdef __cplusplus
 #include <stddef.h>
-static_assert(sizeof(FmoeRouteParams) == 72, "FmoeRouteParams layout changed: regenerate src/params.rs");
-static_assert(offsetof(FmoeRouteParams, tokens) == 48, "FmoeRouteParams layout");
-static_assert(offsetof(FmoeRouteParams, renormalize) == 68, "FmoeRouteParams layout");
-static_assert(sizeof(FmoeExpertParams) == 104, "FmoeExpertParams layout changed: regenerate src/params.rs");
-static_assert(offsetof(FmoeExpertParams, tokens) == 72, "FmoeExpertParams layout");
-static_assert(offsetof(FmoeExpertParams, swiglu_limit) == 100, "FmoeExpertParams layout");
+static_assert(sizeof(FmoeRouteParams) == 112, "FmoeRouteParams layout changed: regenerate src/params.rs");
+static_assert(offsetof(FmoeRouteParams, tokens) == 88, "FmoeRouteParams layout");
+static_assert(offsetof(FmoeRouteParams, renormalize) == 108, "FmoeRouteParams layout");
+static_assert(sizeof(FmoeExpertParams) == 144, "FmoeExpertParams layout changed: regenerate src/params.rs");
+static_assert(offsetof(FmoeExpertParams, tokens) == 112, "FmoeExpertParams layout");
+static_assert(offsetof(FmoeExpertParams, swiglu_limit) == 140, "FmoeExpertParams layout");
 #endif
 
 #endif /* FUSED_MOE_H */

@@ -18,7 +18,12 @@
 //      in registers over all chunks, then reduces them with shuffles into a per-expert f32
 //      total in shared memory;
 //   3. warp 0 holds the E <= 256 logits (8 per lane), runs k rounds of warp arg-max and
-//      computes the weights with shuffle reductions.
+//      computes the weights with shuffle reductions;
+//   4. the k (token, slot) pairs are appended to their experts' rows of group_pairs (integer
+//      atomics), and the last block to finish (a device-wide counter) writes group_sizes and
+//      group_offsets and resets the counters — grouping without a host round trip or a launch.
+// The scratch counters (group_cursor, blocks_done) must be zero before the launch; the kernel
+// leaves them zero, so one zeroed allocation serves every launch (and CUDA-graph replays).
 // Assumptions (checked on the host before launch): 1 <= k <= E <= FMOE_MAX_EXPERTS,
 // k <= FMOE_MAX_TOP_K, H >= 1, 1-D block of kThreads threads. All reductions have a fixed
 // order: bitwise deterministic, and a token's result never depends on the rest of the batch.
@@ -50,7 +55,9 @@ __device__ __forceinline__ float softmax_entry(float v, float top, int n_inf, fl
 
 } // namespace
 
-extern "C" __global__ void __launch_bounds__(kThreads) fmoe_route_topk_bf16(const FmoeRouteParams p) {
+// Min 4 blocks per SM (<= 64 registers): without it ptxas for sm_90 keeps a pointer in local
+// memory across the grouping step.
+extern "C" __global__ void __launch_bounds__(kThreads, 4) fmoe_route_topk_bf16(const FmoeRouteParams p) {
     alignas(16) __shared__ float xs[kChunk];
     __shared__ float dot_total[FMOE_MAX_EXPERTS];
 
@@ -93,86 +100,129 @@ extern "C" __global__ void __launch_bounds__(kThreads) fmoe_route_topk_bf16(cons
         }
     }
     __syncthreads(); // all dot totals are in shared memory
-    if (warp != 0) return;
 
     // ---- 3: logits, scores and k rounds of warp arg-max, all in warp 0 ----
-    const float* bias = reinterpret_cast<const float*>(p.router_bias);
-    float* logits = reinterpret_cast<float*>(p.logits) + static_cast<int64_t>(t) * E;
-    float score[kScoresPerLane];
-    FMOE_UNROLL
-    for (int i = 0; i < kScoresPerLane; ++i) {
-        const int e = lane + fmoe::kWarpSize * i;
-        float logit = -INFINITY;
-        if (e < E) {
-            logit = dot_total[e] + bias[e];
-            logits[e] = logit;
-        }
-        score[i] = fmoe::nan_to_neg_inf(logit);
-    }
-
-    // Round j picks the best unused expert; lane j keeps it (slot j). Selection is on the
-    // logits for both variants: softmax is increasing, so this is the top-k of the
-    // probabilities too, without exp rounding merging close logits into a tie. `used` has bit
-    // i set when expert lane + 32 i is taken. Experts >= E are never candidates, and k <= E
-    // guarantees a candidate every round.
-    unsigned used = 0;
-    int slot_id = -1;
-    float slot_score = -INFINITY;
-    for (int j = 0; j < k; ++j) {
-        float best = -INFINITY;
-        int best_id = -1;
+    __shared__ int slot_expert[FMOE_MAX_TOP_K]; // the token's experts, for step 4
+    if (warp == 0) {
+        const float* bias = reinterpret_cast<const float*>(p.router_bias);
+        float* logits = reinterpret_cast<float*>(p.logits) + static_cast<int64_t>(t) * E;
+        float score[kScoresPerLane];
         FMOE_UNROLL
         for (int i = 0; i < kScoresPerLane; ++i) {
             const int e = lane + fmoe::kWarpSize * i;
-            if (e < E && !(used >> i & 1u) && fmoe::ranks_before(score[i], e, best, best_id)) {
-                best = score[i];
-                best_id = e;
+            float logit = -INFINITY;
+            if (e < E) {
+                logit = dot_total[e] + bias[e];
+                logits[e] = logit;
+            }
+            score[i] = fmoe::nan_to_neg_inf(logit);
+        }
+
+        // Round j picks the best unused expert; lane j keeps it (slot j). Selection is on the
+        // logits for both variants: softmax is increasing, so this is the top-k of the
+        // probabilities too, without exp rounding merging close logits into a tie. `used` has bit
+        // i set when expert lane + 32 i is taken. Experts >= E are never candidates, and k <= E
+        // guarantees a candidate every round.
+        unsigned used = 0;
+        int slot_id = -1;
+        float slot_score = -INFINITY;
+        for (int j = 0; j < k; ++j) {
+            float best = -INFINITY;
+            int best_id = -1;
+            FMOE_UNROLL
+            for (int i = 0; i < kScoresPerLane; ++i) {
+                const int e = lane + fmoe::kWarpSize * i;
+                if (e < E && !(used >> i & 1u) && fmoe::ranks_before(score[i], e, best, best_id)) {
+                    best = score[i];
+                    best_id = e;
+                }
+            }
+            fmoe::warp_argmax(best, best_id);
+            if (lane == (best_id & (fmoe::kWarpSize - 1))) used |= 1u << (best_id / fmoe::kWarpSize);
+            if (lane == j) {
+                slot_id = best_id;
+                slot_score = best;
             }
         }
-        fmoe::warp_argmax(best, best_id);
-        if (lane == (best_id & (fmoe::kWarpSize - 1))) used |= 1u << (best_id / fmoe::kWarpSize);
-        if (lane == j) {
-            slot_id = best_id;
-            slot_score = best;
+
+        // Weights: lanes 0..k-1 hold slots 0..k-1; the other lanes add nothing to the sums.
+        const bool in_slot = lane < k;
+        float weight;
+        if (p.routing == FMOE_ROUTING_SOFTMAX_THEN_TOPK) {
+            // The selected entries of a softmax over all E experts.
+            float top = -INFINITY;
+            FMOE_UNROLL
+            for (int i = 0; i < kScoresPerLane; ++i) top = fmaxf(top, score[i]);
+            top = fmoe::warp_max(top);
+            const bool finite_top = isfinite(top);
+            int n_inf = 0;
+            float sum = 0.0f;
+            FMOE_UNROLL
+            for (int i = 0; i < kScoresPerLane; ++i) {
+                n_inf += score[i] == INFINITY;
+                if (finite_top) sum += expf(score[i] - top);
+            }
+            n_inf = fmoe::warp_sum(n_inf);
+            sum = fmoe::warp_sum(sum);
+            weight = in_slot ? softmax_entry(slot_score, top, n_inf, sum) : 0.0f;
+            if (p.renormalize) {
+                const float total = fmoe::warp_sum(weight);
+                weight = total > 0.0f ? weight / total : 0.0f; // all-zero probabilities stay 0
+            }
+        } else {
+            // A softmax over the k selected logits; slot 0 holds their maximum.
+            const float top = __shfl_sync(fmoe::kFullMask, slot_score, 0);
+            const int n_inf = fmoe::warp_sum(static_cast<int>(in_slot && slot_score == INFINITY));
+            const float sum = fmoe::warp_sum(in_slot && isfinite(top) ? expf(slot_score - top) : 0.0f);
+            weight = in_slot ? softmax_entry(slot_score, top, n_inf, sum) : 0.0f;
+        }
+
+        if (in_slot) {
+            const int64_t o = static_cast<int64_t>(t) * k + lane;
+            reinterpret_cast<int32_t*>(p.expert_ids)[o] = slot_id;
+            reinterpret_cast<float*>(p.expert_weights)[o] = weight;
+            slot_expert[lane] = slot_id;
         }
     }
 
-    // Weights: lanes 0..k-1 hold slots 0..k-1; the other lanes add nothing to the sums.
-    const bool in_slot = lane < k;
-    float weight;
-    if (p.routing == FMOE_ROUTING_SOFTMAX_THEN_TOPK) {
-        // The selected entries of a softmax over all E experts.
-        float top = -INFINITY;
-        FMOE_UNROLL
-        for (int i = 0; i < kScoresPerLane; ++i) top = fmaxf(top, score[i]);
-        top = fmoe::warp_max(top);
-        const bool finite_top = isfinite(top);
-        int n_inf = 0;
-        float sum = 0.0f;
-        FMOE_UNROLL
-        for (int i = 0; i < kScoresPerLane; ++i) {
-            n_inf += score[i] == INFINITY;
-            if (finite_top) sum += expf(score[i] - top);
-        }
-        n_inf = fmoe::warp_sum(n_inf);
-        sum = fmoe::warp_sum(sum);
-        weight = in_slot ? softmax_entry(slot_score, top, n_inf, sum) : 0.0f;
-        if (p.renormalize) {
-            const float total = fmoe::warp_sum(weight);
-            weight = total > 0.0f ? weight / total : 0.0f; // all-zero probabilities stay 0
-        }
-    } else {
-        // A softmax over the k selected logits; slot 0 holds their maximum.
-        const float top = __shfl_sync(fmoe::kFullMask, slot_score, 0);
-        const int n_inf = fmoe::warp_sum(static_cast<int>(in_slot && slot_score == INFINITY));
-        const float sum = fmoe::warp_sum(in_slot && isfinite(top) ? expf(slot_score - top) : 0.0f);
-        weight = in_slot ? softmax_entry(slot_score, top, n_inf, sum) : 0.0f;
+    // ---- 4: grouping of the (token, slot) pairs by expert ----
+    // Each slot takes the next free entry of its expert's row of group_pairs (integer atomics:
+    // the order inside a group depends on timing, the results do not — every grouped GEMM row
+    // is computed independently and the combine adds slots in slot order).
+    int32_t* cursor = reinterpret_cast<int32_t*>(p.group_cursor);
+    int32_t* blocks_done = reinterpret_cast<int32_t*>(p.blocks_done);
+    __syncthreads(); // slot_expert is complete
+    if (threadIdx.x < static_cast<unsigned>(k)) {
+        const int j = static_cast<int>(threadIdx.x), e = slot_expert[j];
+        const int rank = atomicAdd(&cursor[e], 1); // < T: a token picks an expert at most once
+        reinterpret_cast<int32_t*>(p.group_pairs)[static_cast<int64_t>(e) * p.tokens + rank] = t * k + j;
     }
+    // The last block to finish turns the fill counters into sizes and offsets. Release: this
+    // block's writes are visible device-wide before it counts itself done.
+    __shared__ int is_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) is_last = atomicAdd(blocks_done, 1) == static_cast<int>(gridDim.x) - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence(); // acquire: every other block's increments are visible
 
-    if (in_slot) {
-        const int64_t o = static_cast<int64_t>(t) * k + lane;
-        reinterpret_cast<int32_t*>(p.expert_ids)[o] = slot_id;
-        reinterpret_cast<float*>(p.expert_weights)[o] = weight;
+    // Thread e < E owns expert e (E <= FMOE_MAX_EXPERTS = kThreads). Reading the counter with
+    // an atomic exchange also resets it for the next launch.
+    __shared__ int warp_total[kWarps];
+    const int e = static_cast<int>(threadIdx.x);
+    const int size = e < E ? atomicExch(&cursor[e], 0) : 0;
+    const int inclusive = fmoe::warp_inclusive_sum(size);
+    if (lane == fmoe::kWarpSize - 1) warp_total[warp] = inclusive;
+    __syncthreads();
+    int before = 0; // sizes of the experts of lower warps
+    FMOE_UNROLL
+    for (int w = 0; w < kWarps; ++w) before += w < warp ? warp_total[w] : 0;
+    if (e < E) {
+        reinterpret_cast<int32_t*>(p.group_sizes)[e] = size;
+        reinterpret_cast<int32_t*>(p.group_offsets)[e] = before + inclusive - size;
+        if (e == E - 1) reinterpret_cast<int32_t*>(p.group_offsets)[E] = before + inclusive;
     }
+    if (e == 0) *blocks_done = 0; // every block has counted itself: reset for the next launch
 }
 FMOE_EMU_ENTRY(fmoe_route_topk_bf16, FmoeRouteParams)

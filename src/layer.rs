@@ -5,7 +5,7 @@
 use crate::config::MoeConfig;
 use crate::error::{row_count, Error, Result};
 use crate::output::MoeOutput;
-use crate::plan::{self, ForwardBuffers, ForwardPlan, Launch};
+use crate::plan::{self, ExpertPath, ForwardBuffers, ForwardPlan, Launch};
 use crate::weights::MoeWeights;
 use half::bf16;
 
@@ -65,6 +65,8 @@ pub struct MoeLayer<X: Executor> {
     expert_weights: X::Buffer<f32>,
     /// Addresses of the buffers above, taken once (x and out are filled in per forward).
     buffers: ForwardBuffers,
+    /// `None`: [`plan::select_path`] picks per forward.
+    path: Option<ExpertPath>,
     launches: u64,
 }
 
@@ -78,6 +80,13 @@ struct Resident<X: Executor> {
     _w2: X::Buffer<bf16>,
     _b2: X::Buffer<f32>,
     _act: X::Buffer<bf16>,
+    _group_pairs: X::Buffer<i32>,
+    _group_sizes: X::Buffer<i32>,
+    _group_offsets: X::Buffer<i32>,
+    _group_cursor: X::Buffer<i32>,
+    _blocks_done: X::Buffer<i32>,
+    _partial: X::Buffer<f32>,
+    _combine_counters: X::Buffer<i32>,
 }
 
 impl<X: Executor> MoeLayer<X> {
@@ -98,7 +107,17 @@ impl<X: Executor> MoeLayer<X> {
         let logits = exec.alloc_zeroed(n * e)?;
         let expert_ids = exec.alloc_zeroed(n * k)?;
         let expert_weights = exec.alloc_zeroed(n * k)?;
-        let act = exec.alloc_zeroed(plan::act_workspace_len(&config, n))?;
+        let lens = plan::workspace_lens(&config, n);
+        let act = exec.alloc_zeroed(lens.act)?;
+        let group_pairs = exec.alloc_zeroed(lens.group_pairs)?;
+        let group_sizes = exec.alloc_zeroed(lens.group_sizes)?;
+        let group_offsets = exec.alloc_zeroed(lens.group_offsets)?;
+        // The kernels leave these counters zero after every launch, so zeroing them once here
+        // serves every forward (and every replay of a captured graph).
+        let group_cursor = exec.alloc_zeroed(lens.group_cursor)?;
+        let blocks_done = exec.alloc_zeroed(lens.blocks_done)?;
+        let partial = exec.alloc_zeroed(lens.partial)?;
+        let combine_counters = exec.alloc_zeroed(lens.combine_counters)?;
         // Buffer addresses never change (the buffers are owned here and never reallocated),
         // so they are taken once rather than on every forward.
         let buffers = ForwardBuffers {
@@ -113,6 +132,13 @@ impl<X: Executor> MoeLayer<X> {
             expert_ids: exec.address(&expert_ids),
             expert_weights: exec.address(&expert_weights),
             act: exec.address(&act),
+            group_pairs: exec.address(&group_pairs),
+            group_sizes: exec.address(&group_sizes),
+            group_offsets: exec.address(&group_offsets),
+            group_cursor: exec.address(&group_cursor),
+            blocks_done: exec.address(&blocks_done),
+            partial: exec.address(&partial),
+            combine_counters: exec.address(&combine_counters),
             out: 0,
         };
         Ok(MoeLayer {
@@ -127,11 +153,19 @@ impl<X: Executor> MoeLayer<X> {
                 _w2: w2,
                 _b2: b2,
                 _act: act,
+                _group_pairs: group_pairs,
+                _group_sizes: group_sizes,
+                _group_offsets: group_offsets,
+                _group_cursor: group_cursor,
+                _blocks_done: blocks_done,
+                _partial: partial,
+                _combine_counters: combine_counters,
             },
             logits,
             expert_ids,
             expert_weights,
             buffers,
+            path: None,
             launches: 0,
         })
     }
@@ -161,6 +195,32 @@ impl<X: Executor> MoeLayer<X> {
     /// Routing weights [max_tokens, k] of the last forward.
     pub fn expert_weights(&self) -> &X::Buffer<f32> {
         &self.expert_weights
+    }
+
+    /// Forces the expert path of every later forward (`None`: the heuristic,
+    /// [`plan::select_path`], picks per forward, the default). An error if `path` cannot run
+    /// this layer's shape.
+    pub fn set_expert_path(&mut self, path: Option<ExpertPath>) -> Result<()> {
+        if let Some(p) = path {
+            if !p.supports(&self.config) {
+                return Err(Error::arg(
+                    "path",
+                    format!(
+                        "a path that supports hidden = {} and intermediate = {} (grouped paths need multiples of 8)",
+                        self.config.hidden, self.config.intermediate
+                    ),
+                    p,
+                ));
+            }
+        }
+        self.path = path;
+        Ok(())
+    }
+
+    /// The expert path a forward over `tokens` tokens takes.
+    pub fn expert_path(&self, tokens: usize) -> ExpertPath {
+        self.path
+            .unwrap_or_else(|| plan::select_path(&self.config, tokens))
     }
 
     /// Checks `tokens` against the workspace capacity.
@@ -194,7 +254,18 @@ impl<X: Executor> MoeLayer<X> {
             out,
             ..self.buffers
         };
-        plan::forward_plan(&self.config, tokens, &bufs)
+        if self.expert_path(tokens) != ExpertPath::PerPair && x % 16 != 0 {
+            // The grouped GEMM1 copies x rows in 16-byte chunks (cp.async).
+            return Err(Error::arg(
+                "x",
+                format!(
+                    "an address aligned to 16 bytes (the {} path copies x rows in 16-byte chunks)",
+                    self.expert_path(tokens)
+                ),
+                format!("{x:#x}"),
+            ));
+        }
+        plan::forward_plan_with(&self.config, tokens, &bufs, self.expert_path(tokens))
     }
 
     /// Runs the forward on `tokens` rows at address `x` ([T, H] bf16), writing `out`

@@ -18,6 +18,11 @@ pub struct FmoeRouteParams {
     pub logits: u64,
     pub expert_ids: u64,
     pub expert_weights: u64,
+    pub group_pairs: u64,
+    pub group_sizes: u64,
+    pub group_offsets: u64,
+    pub group_cursor: u64,
+    pub blocks_done: u64,
     pub tokens: i32,
     pub hidden: i32,
     pub experts: i32,
@@ -27,7 +32,7 @@ pub struct FmoeRouteParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of FmoeRouteParams"][::core::mem::size_of::<FmoeRouteParams>() - 72usize];
+    ["Size of FmoeRouteParams"][::core::mem::size_of::<FmoeRouteParams>() - 112usize];
     ["Alignment of FmoeRouteParams"][::core::mem::align_of::<FmoeRouteParams>() - 8usize];
     ["Offset of field: FmoeRouteParams::x"][::core::mem::offset_of!(FmoeRouteParams, x) - 0usize];
     ["Offset of field: FmoeRouteParams::router_weight"]
@@ -40,18 +45,28 @@ const _: () = {
         [::core::mem::offset_of!(FmoeRouteParams, expert_ids) - 32usize];
     ["Offset of field: FmoeRouteParams::expert_weights"]
         [::core::mem::offset_of!(FmoeRouteParams, expert_weights) - 40usize];
+    ["Offset of field: FmoeRouteParams::group_pairs"]
+        [::core::mem::offset_of!(FmoeRouteParams, group_pairs) - 48usize];
+    ["Offset of field: FmoeRouteParams::group_sizes"]
+        [::core::mem::offset_of!(FmoeRouteParams, group_sizes) - 56usize];
+    ["Offset of field: FmoeRouteParams::group_offsets"]
+        [::core::mem::offset_of!(FmoeRouteParams, group_offsets) - 64usize];
+    ["Offset of field: FmoeRouteParams::group_cursor"]
+        [::core::mem::offset_of!(FmoeRouteParams, group_cursor) - 72usize];
+    ["Offset of field: FmoeRouteParams::blocks_done"]
+        [::core::mem::offset_of!(FmoeRouteParams, blocks_done) - 80usize];
     ["Offset of field: FmoeRouteParams::tokens"]
-        [::core::mem::offset_of!(FmoeRouteParams, tokens) - 48usize];
+        [::core::mem::offset_of!(FmoeRouteParams, tokens) - 88usize];
     ["Offset of field: FmoeRouteParams::hidden"]
-        [::core::mem::offset_of!(FmoeRouteParams, hidden) - 52usize];
+        [::core::mem::offset_of!(FmoeRouteParams, hidden) - 92usize];
     ["Offset of field: FmoeRouteParams::experts"]
-        [::core::mem::offset_of!(FmoeRouteParams, experts) - 56usize];
+        [::core::mem::offset_of!(FmoeRouteParams, experts) - 96usize];
     ["Offset of field: FmoeRouteParams::top_k"]
-        [::core::mem::offset_of!(FmoeRouteParams, top_k) - 60usize];
+        [::core::mem::offset_of!(FmoeRouteParams, top_k) - 100usize];
     ["Offset of field: FmoeRouteParams::routing"]
-        [::core::mem::offset_of!(FmoeRouteParams, routing) - 64usize];
+        [::core::mem::offset_of!(FmoeRouteParams, routing) - 104usize];
     ["Offset of field: FmoeRouteParams::renormalize"]
-        [::core::mem::offset_of!(FmoeRouteParams, renormalize) - 68usize];
+        [::core::mem::offset_of!(FmoeRouteParams, renormalize) - 108usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, PartialEq)]
@@ -64,6 +79,11 @@ pub struct FmoeExpertParams {
     pub w2: u64,
     pub b2: u64,
     pub act: u64,
+    pub group_pairs: u64,
+    pub group_sizes: u64,
+    pub group_offsets: u64,
+    pub partial: u64,
+    pub combine_counters: u64,
     pub out: u64,
     pub tokens: i32,
     pub hidden: i32,
@@ -76,7 +96,7 @@ pub struct FmoeExpertParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of FmoeExpertParams"][::core::mem::size_of::<FmoeExpertParams>() - 104usize];
+    ["Size of FmoeExpertParams"][::core::mem::size_of::<FmoeExpertParams>() - 144usize];
     ["Alignment of FmoeExpertParams"][::core::mem::align_of::<FmoeExpertParams>() - 8usize];
     ["Offset of field: FmoeExpertParams::x"][::core::mem::offset_of!(FmoeExpertParams, x) - 0usize];
     ["Offset of field: FmoeExpertParams::expert_ids"]
@@ -93,22 +113,32 @@ const _: () = {
         [::core::mem::offset_of!(FmoeExpertParams, b2) - 48usize];
     ["Offset of field: FmoeExpertParams::act"]
         [::core::mem::offset_of!(FmoeExpertParams, act) - 56usize];
+    ["Offset of field: FmoeExpertParams::group_pairs"]
+        [::core::mem::offset_of!(FmoeExpertParams, group_pairs) - 64usize];
+    ["Offset of field: FmoeExpertParams::group_sizes"]
+        [::core::mem::offset_of!(FmoeExpertParams, group_sizes) - 72usize];
+    ["Offset of field: FmoeExpertParams::group_offsets"]
+        [::core::mem::offset_of!(FmoeExpertParams, group_offsets) - 80usize];
+    ["Offset of field: FmoeExpertParams::partial"]
+        [::core::mem::offset_of!(FmoeExpertParams, partial) - 88usize];
+    ["Offset of field: FmoeExpertParams::combine_counters"]
+        [::core::mem::offset_of!(FmoeExpertParams, combine_counters) - 96usize];
     ["Offset of field: FmoeExpertParams::out"]
-        [::core::mem::offset_of!(FmoeExpertParams, out) - 64usize];
+        [::core::mem::offset_of!(FmoeExpertParams, out) - 104usize];
     ["Offset of field: FmoeExpertParams::tokens"]
-        [::core::mem::offset_of!(FmoeExpertParams, tokens) - 72usize];
+        [::core::mem::offset_of!(FmoeExpertParams, tokens) - 112usize];
     ["Offset of field: FmoeExpertParams::hidden"]
-        [::core::mem::offset_of!(FmoeExpertParams, hidden) - 76usize];
+        [::core::mem::offset_of!(FmoeExpertParams, hidden) - 116usize];
     ["Offset of field: FmoeExpertParams::inter"]
-        [::core::mem::offset_of!(FmoeExpertParams, inter) - 80usize];
+        [::core::mem::offset_of!(FmoeExpertParams, inter) - 120usize];
     ["Offset of field: FmoeExpertParams::experts"]
-        [::core::mem::offset_of!(FmoeExpertParams, experts) - 84usize];
+        [::core::mem::offset_of!(FmoeExpertParams, experts) - 124usize];
     ["Offset of field: FmoeExpertParams::top_k"]
-        [::core::mem::offset_of!(FmoeExpertParams, top_k) - 88usize];
+        [::core::mem::offset_of!(FmoeExpertParams, top_k) - 128usize];
     ["Offset of field: FmoeExpertParams::activation"]
-        [::core::mem::offset_of!(FmoeExpertParams, activation) - 92usize];
+        [::core::mem::offset_of!(FmoeExpertParams, activation) - 132usize];
     ["Offset of field: FmoeExpertParams::swiglu_alpha"]
-        [::core::mem::offset_of!(FmoeExpertParams, swiglu_alpha) - 96usize];
+        [::core::mem::offset_of!(FmoeExpertParams, swiglu_alpha) - 136usize];
     ["Offset of field: FmoeExpertParams::swiglu_limit"]
-        [::core::mem::offset_of!(FmoeExpertParams, swiglu_limit) - 100usize];
+        [::core::mem::offset_of!(FmoeExpertParams, swiglu_limit) - 140usize];
 };

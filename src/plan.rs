@@ -19,14 +19,26 @@ pub enum KernelId {
     ExpertGemm1,
     /// `experts.cu`: GEMM2 + b2 + routing weight + fixed-order combine.
     ExpertGemm2,
+    /// `grouped_experts.cu`: tensor-core GEMM1 + b1 + activation, decode tiles.
+    GroupedGemm1Decode,
+    /// `grouped_experts.cu`: tensor-core GEMM2 + b2 + weight + combine, decode tiles.
+    GroupedGemm2Decode,
+    /// `grouped_experts.cu`: tensor-core GEMM1 + b1 + activation, prefill tiles.
+    GroupedGemm1Prefill,
+    /// `grouped_experts.cu`: tensor-core GEMM2 + b2 + weight + combine, prefill tiles.
+    GroupedGemm2Prefill,
 }
 
 impl KernelId {
     /// Every kernel, in forward order.
-    pub const ALL: [KernelId; 3] = [
+    pub const ALL: [KernelId; 7] = [
         KernelId::RouteTopK,
         KernelId::ExpertGemm1,
         KernelId::ExpertGemm2,
+        KernelId::GroupedGemm1Decode,
+        KernelId::GroupedGemm2Decode,
+        KernelId::GroupedGemm1Prefill,
+        KernelId::GroupedGemm2Prefill,
     ];
 
     /// The `extern "C"` symbol of the kernel (PTX entry point and emulator entry suffix).
@@ -35,6 +47,10 @@ impl KernelId {
             KernelId::RouteTopK => "fmoe_route_topk_bf16",
             KernelId::ExpertGemm1 => "fmoe_expert_gemm1_bf16",
             KernelId::ExpertGemm2 => "fmoe_expert_gemm2_bf16",
+            KernelId::GroupedGemm1Decode => "fmoe_grouped_gemm1_decode_bf16",
+            KernelId::GroupedGemm2Decode => "fmoe_grouped_gemm2_decode_bf16",
+            KernelId::GroupedGemm1Prefill => "fmoe_grouped_gemm1_prefill_bf16",
+            KernelId::GroupedGemm2Prefill => "fmoe_grouped_gemm2_prefill_bf16",
         }
     }
 
@@ -43,6 +59,7 @@ impl KernelId {
         match self {
             KernelId::RouteTopK => "routing",
             KernelId::ExpertGemm1 | KernelId::ExpertGemm2 => "experts",
+            _ => "grouped_experts",
         }
     }
 }
@@ -86,12 +103,56 @@ pub struct ForwardBuffers {
     pub expert_ids: u64,
     pub expert_weights: u64,
     pub act: u64,
+    pub group_pairs: u64,
+    pub group_sizes: u64,
+    pub group_offsets: u64,
+    pub group_cursor: u64,
+    pub blocks_done: u64,
+    pub partial: u64,
+    pub combine_counters: u64,
     pub out: u64,
 }
 
 /// Elements of the bf16 activation workspace for `tokens` tokens: [T·k, I].
 pub fn act_workspace_len(config: &MoeConfig, tokens: usize) -> usize {
     tokens * config.top_k * config.intermediate
+}
+
+/// Sizes of the workspace buffers a forward over up to `tokens` tokens needs, in elements
+/// (see [`FmoeRouteParams`] and [`FmoeExpertParams`] for their meaning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkspaceLens {
+    /// bf16 [T·k, I]
+    pub act: usize,
+    /// i32 [E, T]
+    pub group_pairs: usize,
+    /// i32 [E]
+    pub group_sizes: usize,
+    /// i32 [E + 1]
+    pub group_offsets: usize,
+    /// i32 [E] scratch, zero between launches
+    pub group_cursor: usize,
+    /// i32 [1] scratch, zero between launches
+    pub blocks_done: usize,
+    /// f32 [T·k, H]
+    pub partial: usize,
+    /// i32 [T, ceil(H / 64)] scratch, zero between launches
+    pub combine_counters: usize,
+}
+
+/// Workspace sizes for up to `tokens` tokens.
+pub fn workspace_lens(config: &MoeConfig, tokens: usize) -> WorkspaceLens {
+    let (e, k) = (config.experts, config.top_k);
+    WorkspaceLens {
+        act: act_workspace_len(config, tokens),
+        group_pairs: e * tokens,
+        group_sizes: e,
+        group_offsets: e + 1,
+        group_cursor: e,
+        blocks_done: 1,
+        partial: tokens * k * config.hidden,
+        combine_counters: tokens * config.hidden.div_ceil(COMBINE_TILE as usize),
+    }
 }
 
 /// Largest token count whose index arithmetic fits the kernels' int32 sizes.
@@ -137,16 +198,130 @@ impl std::ops::Deref for ForwardPlan {
     }
 }
 
-/// The launches of one forward over `tokens` tokens, in order. Empty when `tokens == 0`.
+/// How the expert GEMMs of a forward run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExpertPath {
+    /// `experts.cu`: one (token, slot) pair per block on CUDA cores. Any H and I (no alignment
+    /// needs), so it serves the shapes the grouped paths cannot.
+    PerPair,
+    /// `grouped_experts.cu`, decode tiles (64 weight rows × 8 tokens): tokens grouped by
+    /// expert, tensor cores, for small batches where reading the weights is the cost.
+    GroupedDecode,
+    /// `grouped_experts.cu`, prefill tiles (128 weight rows × 64 tokens): for large batches
+    /// where the expert GEMMs are compute bound.
+    GroupedPrefill,
+}
+
+impl ExpertPath {
+    /// Every path.
+    pub const ALL: [ExpertPath; 3] = [
+        ExpertPath::PerPair,
+        ExpertPath::GroupedDecode,
+        ExpertPath::GroupedPrefill,
+    ];
+
+    /// Short name (`per-pair`, `grouped-decode`, `grouped-prefill`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpertPath::PerPair => "per-pair",
+            ExpertPath::GroupedDecode => "grouped-decode",
+            ExpertPath::GroupedPrefill => "grouped-prefill",
+        }
+    }
+
+    /// The GEMM1 and GEMM2 kernels of the path.
+    pub fn kernels(self) -> [KernelId; 2] {
+        match self {
+            ExpertPath::PerPair => [KernelId::ExpertGemm1, KernelId::ExpertGemm2],
+            ExpertPath::GroupedDecode => [KernelId::GroupedGemm1Decode, KernelId::GroupedGemm2Decode],
+            ExpertPath::GroupedPrefill => [
+                KernelId::GroupedGemm1Prefill,
+                KernelId::GroupedGemm2Prefill,
+            ],
+        }
+    }
+
+    /// Whether the path can run `config` (the grouped paths copy 16-byte chunks of weight and
+    /// token rows, so they need H and I to be multiples of 8).
+    pub fn supports(self, config: &MoeConfig) -> bool {
+        match self {
+            ExpertPath::PerPair => true,
+            _ => config.hidden % 8 == 0 && config.intermediate % 8 == 0,
+        }
+    }
+
+    /// (weight rows, tokens) of one block tile of a grouped path.
+    fn tile(self) -> Option<(u32, u32)> {
+        match self {
+            ExpertPath::PerPair => None,
+            ExpertPath::GroupedDecode => Some((DECODE_BM, DECODE_BN)),
+            ExpertPath::GroupedPrefill => Some((PREFILL_BM, PREFILL_BN)),
+        }
+    }
+}
+
+impl std::fmt::Display for ExpertPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Average (token, slot) rows per expert up to which the decode tiles are used.
+///
+/// Why 8: a decode tile holds 8 tokens, so up to here an average expert's rows fit one tile and
+/// the weights are read once, spread over many narrow blocks (64 rows each) that keep every SM
+/// streaming. Past it, each decode tile re-reads its weight rows per 8 tokens, while the
+/// prefill tile (64 tokens) reads them once per 64 and does 8× the math per byte. Derived from
+/// the tile shapes, not tuned on a GPU (not measured on a GPU yet).
+pub const DECODE_MAX_ROWS_PER_EXPERT: usize = 8;
+
+/// The path the heuristic picks for `tokens` tokens: per-pair when H or I is not a multiple of
+/// 8; else grouped-decode while T·k ≤ 8·E (an average expert's rows fit one 8-token tile), else
+/// grouped-prefill. Depends on the shapes only, never on timings or the routing outcome.
+pub fn select_path(config: &MoeConfig, tokens: usize) -> ExpertPath {
+    if !ExpertPath::GroupedDecode.supports(config) {
+        ExpertPath::PerPair
+    } else if tokens * config.top_k <= DECODE_MAX_ROWS_PER_EXPERT * config.experts {
+        ExpertPath::GroupedDecode
+    } else {
+        ExpertPath::GroupedPrefill
+    }
+}
+
+/// The launches of one forward over `tokens` tokens, in order, on the path [`select_path`]
+/// picks. Empty when `tokens == 0`.
 pub fn forward_plan(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> Result<ForwardPlan> {
+    forward_plan_with(config, tokens, b, select_path(config, tokens))
+}
+
+/// As [`forward_plan`], on a given path; an error if the path cannot run this shape.
+pub fn forward_plan_with(
+    config: &MoeConfig,
+    tokens: usize,
+    b: &ForwardBuffers,
+    path: ExpertPath,
+) -> Result<ForwardPlan> {
     config.validate()?;
     check_tokens(config, tokens)?;
-    Ok(ForwardPlan {
-        launches: [
-            route_launch(config, tokens, b),
-            gemm1_launch(config, tokens, b),
-            gemm2_launch(config, tokens, b),
+    if !path.supports(config) {
+        return Err(Error::arg(
+            "path",
+            format!(
+                "a path that supports hidden = {} and intermediate = {} ({path} needs both to be multiples of 8)",
+                config.hidden, config.intermediate
+            ),
+            path,
+        ));
+    }
+    let [gemm1, gemm2] = match path {
+        ExpertPath::PerPair => [gemm1_launch(config, tokens, b), gemm2_launch(config, tokens, b)],
+        _ => [
+            grouped_launch(config, tokens, b, path, 0),
+            grouped_launch(config, tokens, b, path, 1),
         ],
+    };
+    Ok(ForwardPlan {
+        launches: [route_launch(config, tokens, b), gemm1, gemm2],
         len: if tokens == 0 { 0 } else { 3 },
     })
 }
@@ -163,6 +338,11 @@ fn route_params(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> FmoeRo
         logits: b.logits,
         expert_ids: b.expert_ids,
         expert_weights: b.expert_weights,
+        group_pairs: b.group_pairs,
+        group_sizes: b.group_sizes,
+        group_offsets: b.group_offsets,
+        group_cursor: b.group_cursor,
+        blocks_done: b.blocks_done,
         tokens: tokens as i32,
         hidden: config.hidden as i32,
         experts: config.experts as i32,
@@ -186,6 +366,11 @@ fn expert_params(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> FmoeE
         w2: b.w2,
         b2: b.b2,
         act: b.act,
+        group_pairs: b.group_pairs,
+        group_sizes: b.group_sizes,
+        group_offsets: b.group_offsets,
+        partial: b.partial,
+        combine_counters: b.combine_counters,
         out: b.out,
         tokens: tokens as i32,
         hidden: config.hidden as i32,
@@ -255,6 +440,47 @@ pub fn gemm2_launch(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> La
         dims: LaunchDims {
             grid: [grid_x(tokens), column_tiles(config.hidden, GEMM2_COLS), 1],
             block: [GEMM2_THREADS, 1, 1],
+            shared_mem_bytes: 0,
+        },
+        params: KernelParams::Expert(expert_params(config, tokens, b)),
+    }
+}
+
+/// grouped_experts.cu: threads per block (4 warps).
+pub const GROUPED_THREADS: u32 = 128;
+/// grouped_experts.cu decode tiles: weight rows × tokens per block (`Decode`).
+pub const DECODE_BM: u32 = 64;
+pub const DECODE_BN: u32 = 8;
+/// grouped_experts.cu prefill tiles: weight rows × tokens per block (`Prefill`).
+pub const PREFILL_BM: u32 = 128;
+pub const PREFILL_BN: u32 = 64;
+/// grouped_experts.cu: output columns per combine counter (`kCombineTile`); the smallest BM.
+pub const COMBINE_TILE: u32 = 64;
+
+/// Grouped GEMM launch (`gemm` 0 = GEMM1, 1 = GEMM2). grid.x = ceil(T·k / BN) + min(E, T·k):
+/// the most (expert, token tile) pairs any routing can produce, fixed before the routing is
+/// known; unused blocks return at once. grid.y = weight-row tiles (GEMM1: BM/2 activation
+/// columns each, GEMM2: BM output columns), capped at the grid.y limit.
+pub fn grouped_launch(
+    config: &MoeConfig,
+    tokens: usize,
+    b: &ForwardBuffers,
+    path: ExpertPath,
+    gemm: usize,
+) -> Launch {
+    let (bm, bn) = path.tile().unwrap_or((PREFILL_BM, PREFILL_BN));
+    let pairs = tokens * config.top_k;
+    let tiles = pairs.div_ceil(bn as usize) + config.experts.min(pairs);
+    let (columns, per_tile) = if gemm == 0 {
+        (config.intermediate, bm / 2)
+    } else {
+        (config.hidden, bm)
+    };
+    Launch {
+        kernel: path.kernels()[gemm.min(1)],
+        dims: LaunchDims {
+            grid: [grid_x(tiles), column_tiles(columns, per_tile), 1],
+            block: [GROUPED_THREADS, 1, 1],
             shared_mem_bytes: 0,
         },
         params: KernelParams::Expert(expert_params(config, tokens, b)),

@@ -16,7 +16,7 @@
 mod common;
 
 use common::{assert_bf16_matches, assert_close, rng, to_f32};
-use fused_moe::plan::{self, ForwardBuffers};
+use fused_moe::plan::{self, ExpertPath, ForwardBuffers};
 use fused_moe::{reference, Activation, Executor, MoeConfig, MoeWeights, Routing};
 use half::bf16;
 use rand::Rng;
@@ -47,7 +47,9 @@ macro_rules! executor_tests {
                 gemm1_interleaved_vs_halves, gemm2_random_shapes, gemm2_gpt_oss_dims,
                 gemm2_exact_combine, column_tiles_beyond_the_grid_are_strided,
                 unaligned_weights_take_the_scalar_path,
-                invalid_expert_ids_give_nan_not_out_of_bounds_reads);
+                invalid_expert_ids_give_nan_not_out_of_bounds_reads,
+                grouped_random_shapes, grouped_gpt_oss_dims, grouped_all_tokens_on_one_expert,
+                grouped_many_experts, grouped_column_tiles_strided);
         }
     };
     (@tests $make:expr; $($name:ident),+) => {
@@ -207,28 +209,102 @@ struct Routed {
 }
 
 fn run_route<X: Executor>(exec: &X, w: &MoeWeights, x: &[bf16]) -> Routed {
+    run_route_with(exec, w, x, false)
+}
+
+/// Runs the routing kernel; `misalign`: the router weight sits 2 bytes off 16-byte alignment.
+/// Also checks the grouping the kernel writes (see [`check_grouping`]).
+fn run_route_with<X: Executor>(exec: &X, w: &MoeWeights, x: &[bf16], misalign: bool) -> Routed {
     let c = *w.config();
     let t = x.len() / c.hidden;
+    let (e, k) = (c.experts, c.top_k);
     let xb = upload(exec, x);
-    let rw = upload(exec, &w.router_weight);
+    let (_rwb, rw) = upload_weights(exec, &w.router_weight, misalign);
     let rb = upload(exec, &w.router_bias);
-    let logits = upload(exec, &vec![f32::NAN; t * c.experts]);
-    let ids = upload(exec, &vec![i32::MIN; t * c.top_k]);
-    let weights = upload(exec, &vec![f32::NAN; t * c.top_k]);
+    let logits = upload(exec, &vec![f32::NAN; t * e]);
+    let ids = upload(exec, &vec![i32::MIN; t * k]);
+    let weights = upload(exec, &vec![f32::NAN; t * k]);
+    let pairs = upload(exec, &vec![i32::MIN; e * t]);
+    let sizes = upload(exec, &vec![i32::MIN; e]);
+    let offsets = upload(exec, &vec![i32::MIN; e + 1]);
+    let cursor = upload(exec, &vec![0i32; e]);
+    let done = upload(exec, &[0i32]);
     let b = ForwardBuffers {
         x: exec.address(&xb),
-        router_weight: exec.address(&rw),
+        router_weight: rw,
         router_bias: exec.address(&rb),
         logits: exec.address(&logits),
         expert_ids: exec.address(&ids),
         expert_weights: exec.address(&weights),
+        group_pairs: exec.address(&pairs),
+        group_sizes: exec.address(&sizes),
+        group_offsets: exec.address(&offsets),
+        group_cursor: exec.address(&cursor),
+        blocks_done: exec.address(&done),
         ..Default::default()
     };
     launch(exec, &plan::route_launch(&c, t, &b));
-    Routed {
-        logits: download(exec, &logits, t * c.experts),
-        ids: download(exec, &ids, t * c.top_k),
-        weights: download(exec, &weights, t * c.top_k),
+    let routed = Routed {
+        logits: download(exec, &logits, t * e),
+        ids: download(exec, &ids, t * k),
+        weights: download(exec, &weights, t * k),
+    };
+    let want = Grouping::of(&c, t, &routed.ids);
+    let what = format!("grouping {c:?} T={t}");
+    assert_eq!(download(exec, &sizes, e), want.sizes, "{what}: group_sizes");
+    assert_eq!(download(exec, &offsets, e + 1), want.offsets, "{what}: group_offsets");
+    let got_pairs = download(exec, &pairs, e * t);
+    for ex in 0..e {
+        // The order inside a group is unspecified (atomics): compare as sorted lists.
+        let n = want.sizes[ex] as usize;
+        let mut got = got_pairs[ex * t..ex * t + n].to_vec();
+        got.sort_unstable();
+        assert_eq!(got, want.pairs[ex * t..ex * t + n], "{what}: pairs of expert {ex}");
+    }
+    assert_eq!(download(exec, &cursor, e), vec![0; e], "{what}: group_cursor left non-zero");
+    assert_eq!(download(exec, &done, 1), vec![0], "{what}: blocks_done left non-zero");
+    routed
+}
+
+/// The grouping of (token, slot) pairs by expert, computed on the host: an independent answer
+/// for the routing kernel's step 4 and the input of the grouped GEMM tests.
+struct Grouping {
+    /// [E, T]: row e lists the pairs of expert e in increasing order, then i32::MIN.
+    pairs: Vec<i32>,
+    sizes: Vec<i32>,
+    offsets: Vec<i32>,
+}
+
+impl Grouping {
+    fn of(c: &MoeConfig, tokens: usize, ids: &[i32]) -> Grouping {
+        let e = c.experts;
+        let mut pairs = vec![i32::MIN; e * tokens];
+        let mut sizes = vec![0i32; e];
+        for (p, &id) in ids.iter().enumerate() {
+            let id = id as usize;
+            pairs[id * tokens + sizes[id] as usize] = p as i32;
+            sizes[id] += 1;
+        }
+        let mut offsets = vec![0i32; e + 1];
+        for ex in 0..e {
+            offsets[ex + 1] = offsets[ex] + sizes[ex];
+        }
+        Grouping {
+            pairs,
+            sizes,
+            offsets,
+        }
+    }
+
+    /// The grouped row of every pair (inverse of the grouping).
+    fn row_of_pair(&self, tokens: usize, k: usize) -> Vec<usize> {
+        let mut row = vec![usize::MAX; tokens * k];
+        for (ex, size) in self.sizes.iter().enumerate() {
+            for r in 0..*size as usize {
+                row[self.pairs[ex * tokens + r] as usize] = self.offsets[ex] as usize + r;
+            }
+        }
+        row
     }
 }
 
@@ -327,6 +403,123 @@ fn run_gemm2<X: Executor>(
     };
     launch(exec, &adjust(plan::gemm2_launch(&c, t, &b), opts));
     widen(&download(exec, &out, t * c.hidden))
+}
+
+/// Runs a grouped GEMM1 on the host's grouping of `ids`; returns act in pair order [T·k, I].
+fn run_grouped_gemm1<X: Executor>(
+    exec: &X,
+    w: &MoeWeights,
+    x: &[bf16],
+    ids: &[i32],
+    path: ExpertPath,
+    opts: RunOptions,
+) -> Vec<bf16> {
+    let c = *w.config();
+    let t = x.len() / c.hidden;
+    let g = Grouping::of(&c, t, ids);
+    let xb = upload(exec, x);
+    let w1 = upload(exec, &w.w1);
+    let b1 = upload(exec, &w.b1);
+    let pairs = upload(exec, &g.pairs);
+    let sizes = upload(exec, &g.sizes);
+    let offsets = upload(exec, &g.offsets);
+    let n = plan::act_workspace_len(&c, t);
+    let act = upload(exec, &vec![bf16::NAN; n]);
+    let b = ForwardBuffers {
+        x: exec.address(&xb),
+        w1: exec.address(&w1),
+        b1: exec.address(&b1),
+        act: exec.address(&act),
+        group_pairs: exec.address(&pairs),
+        group_sizes: exec.address(&sizes),
+        group_offsets: exec.address(&offsets),
+        ..Default::default()
+    };
+    launch(exec, &adjust(plan::grouped_launch(&c, t, &b, path, 0), opts));
+    let grouped = download(exec, &act, n);
+    let i = c.intermediate;
+    g.row_of_pair(t, c.top_k)
+        .iter()
+        .flat_map(|&r| grouped[r * i..(r + 1) * i].to_vec())
+        .collect()
+}
+
+/// Runs a grouped GEMM2 (with its combine) on the host's grouping of `ids`; `act` is in pair
+/// order [T·k, I]. Also checks that the combine counters are zero again afterwards.
+fn run_grouped_gemm2<X: Executor>(
+    exec: &X,
+    w: &MoeWeights,
+    act: &[bf16],
+    ids: &[i32],
+    weights: &[f32],
+    path: ExpertPath,
+    opts: RunOptions,
+) -> Vec<f32> {
+    let c = *w.config();
+    let (k, i, h) = (c.top_k, c.intermediate, c.hidden);
+    let t = ids.len() / k;
+    let g = Grouping::of(&c, t, ids);
+    let mut grouped = vec![bf16::NAN; t * k * i];
+    for (p, &r) in g.row_of_pair(t, k).iter().enumerate() {
+        grouped[r * i..(r + 1) * i].copy_from_slice(&act[p * i..(p + 1) * i]);
+    }
+    let lens = plan::workspace_lens(&c, t);
+    let ab = upload(exec, &grouped);
+    let wb = upload(exec, weights);
+    let w2 = upload(exec, &w.w2);
+    let b2 = upload(exec, &w.b2);
+    let pairs = upload(exec, &g.pairs);
+    let sizes = upload(exec, &g.sizes);
+    let offsets = upload(exec, &g.offsets);
+    let partial = upload(exec, &vec![f32::NAN; lens.partial]);
+    let counters = upload(exec, &vec![0i32; lens.combine_counters]);
+    let out = upload(exec, &vec![bf16::NAN; t * h]);
+    let b = ForwardBuffers {
+        expert_weights: exec.address(&wb),
+        w2: exec.address(&w2),
+        b2: exec.address(&b2),
+        act: exec.address(&ab),
+        group_pairs: exec.address(&pairs),
+        group_sizes: exec.address(&sizes),
+        group_offsets: exec.address(&offsets),
+        partial: exec.address(&partial),
+        combine_counters: exec.address(&counters),
+        out: exec.address(&out),
+        ..Default::default()
+    };
+    launch(exec, &adjust(plan::grouped_launch(&c, t, &b, path, 1), opts));
+    assert_eq!(
+        download(exec, &counters, lens.combine_counters),
+        vec![0; lens.combine_counters],
+        "{path}: combine counters left non-zero"
+    );
+    widen(&download(exec, &out, t * h))
+}
+
+/// GEMM1 then GEMM2 of both grouped paths vs the reference on `ids` (and, for GEMM2, weights
+/// with every third slot 0 when k > 1).
+fn check_grouped<X: Executor>(exec: &X, w: &MoeWeights, ids: &[i32], seed: u64, opts: RunOptions) {
+    let c = *w.config();
+    let t = ids.len() / c.top_k;
+    let x = random_x(&c, t, seed);
+    let want_act = reference::expert_gemm1(w, &x, ids).unwrap();
+    let act = common::random_bf16(&mut rng(seed ^ 0x2f), t * c.top_k * c.intermediate, 1.0);
+    let weights = random_weights(&c, t, seed ^ 0x3e, (c.top_k > 1).then_some(3));
+    let want_out = reference::expert_gemm2(w, &act, ids, &weights).unwrap();
+    let mut outs = Vec::new();
+    for path in [ExpertPath::GroupedDecode, ExpertPath::GroupedPrefill] {
+        let what = format!("{path} {c:?} T={t} seed={seed}");
+        let got = run_grouped_gemm1(exec, w, &x, ids, path, opts);
+        assert_bf16_matches(&format!("gemm1 {what}"), &widen(&got), &widen(&want_act));
+        let got = run_grouped_gemm2(exec, w, &act, ids, &weights, path, opts);
+        assert_bf16_matches(&format!("gemm2 {what}"), &got, &want_out);
+        outs.push(got);
+    }
+    // Both tile shapes accumulate in the same k order: identical bits.
+    assert!(
+        outs[0].iter().zip(&outs[1]).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "decode and prefill tiles disagree bitwise on {c:?} T={t}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -792,30 +985,12 @@ pub mod bodies {
         let c = gpt_oss(2056, 72, 4, 2);
         let w = MoeWeights::random(c, 10).unwrap();
         let x = random_x(&c, 3, 11);
-        // Router: misalign by shifting Wr inside a larger buffer.
-        let mut shifted = w.clone();
-        shifted.router_weight.insert(0, bf16::ZERO);
-        let xb = upload(exec, &x);
-        let rw = upload(exec, &shifted.router_weight);
-        let rb = upload(exec, &w.router_bias);
-        let logits = upload(exec, &vec![f32::NAN; 3 * c.experts]);
-        let ids = upload(exec, &vec![i32::MIN; 3 * c.top_k]);
-        let weights = upload(exec, &vec![f32::NAN; 3 * c.top_k]);
-        let b = ForwardBuffers {
-            x: exec.address(&xb),
-            router_weight: exec.address(&rw) + 2,
-            router_bias: exec.address(&rb),
-            logits: exec.address(&logits),
-            expert_ids: exec.address(&ids),
-            expert_weights: exec.address(&weights),
-            ..Default::default()
-        };
-        launch(exec, &plan::route_launch(&c, 3, &b));
-        let got_logits = download(exec, &logits, 3 * c.experts);
+        // Router: misaligned Wr.
+        let got = run_route_with(exec, &w, &x, true);
         let want_logits = reference::router_logits(&w, &x).unwrap();
         assert_close(
             "unaligned router logits",
-            &got_logits,
+            &got.logits,
             &want_logits,
             F32_TOL,
             F32_TOL,
@@ -877,6 +1052,67 @@ pub mod bodies {
         assert!(
             out[16..].iter().all(|v| v.is_nan()),
             "out of invalid ids: {out:?}"
+        );
+    }
+
+    /// The grouped (tensor-core) GEMMs, both tile shapes, on awkward shapes: 1, primes, I not
+    /// a multiple of the 32/64-column tiles, E not a power of two (so some experts get no
+    /// token), T = 1, and T past one 8- and one 64-token tile.
+    pub fn grouped_random_shapes<X: Executor>(exec: &X) {
+        for (n, &(h, i, e, k, t)) in [
+            (8, 8, 1, 1, 1),
+            (72, 136, 5, 2, 7),
+            (136, 40, 3, 3, 13),
+            (64, 200, 7, 1, 1),
+            (24, 8, 6, 4, 70),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let seed = 100 + n as u64;
+            for act in [Activation::GPT_OSS, Activation::SwiGlu] {
+                let c = common::config(h, i, e, k, Routing::TopKThenSoftmax, act);
+                let w = MoeWeights::random(c, seed).unwrap();
+                check_grouped(exec, &w, &random_ids(&c, t, seed ^ 0x1d), seed, PLAIN);
+            }
+        }
+    }
+
+    /// gpt-oss dimensions H = I = 2880 (not a multiple of any tile) at small T.
+    pub fn grouped_gpt_oss_dims<X: Executor>(exec: &X) {
+        let c = gpt_oss(2880, 2880, 2, 1);
+        let w = MoeWeights::random(c, 110).unwrap();
+        check_grouped(exec, &w, &[1, 0, 1], 111, PLAIN);
+    }
+
+    /// Every token on one expert (70 rows: 9 decode tiles, 2 prefill tiles), the others idle.
+    pub fn grouped_all_tokens_on_one_expert<X: Executor>(exec: &X) {
+        let c = gpt_oss(64, 40, 3, 1);
+        let w = MoeWeights::random(c, 120).unwrap();
+        check_grouped(exec, &w, &vec![2; 70], 121, PLAIN);
+    }
+
+    /// E = 256 and k = 8: the tile lookup scans the group sizes in 8 chunks of 32 experts.
+    pub fn grouped_many_experts<X: Executor>(exec: &X) {
+        let c = gpt_oss(16, 16, 256, 8);
+        let w = MoeWeights::random(c, 130).unwrap();
+        check_grouped(exec, &w, &random_ids(&c, 9, 131), 132, PLAIN);
+    }
+
+    /// Fewer weight-row tiles in the grid than the shape needs: blocks must stride over them.
+    pub fn grouped_column_tiles_strided<X: Executor>(exec: &X) {
+        let c = gpt_oss(264, 200, 4, 2);
+        let w = MoeWeights::random(c, 140).unwrap();
+        let ids = random_ids(&c, 5, 141);
+        check_grouped(
+            exec,
+            &w,
+            &ids,
+            142,
+            RunOptions {
+                misalign: false,
+                grid_y: Some(1),
+            },
         );
     }
 }

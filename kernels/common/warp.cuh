@@ -59,4 +59,15 @@ __device__ __forceinline__ void warp_argmax(float& score, int& index) {
     }
 }
 
+// Inclusive prefix sum over the lanes of a full warp: lane l gets v_0 + ... + v_l.
+__device__ __forceinline__ int warp_inclusive_sum(int v) {
+    const int lane = lane_id();
+    FMOE_UNROLL
+    for (int d = 1; d < kWarpSize; d *= 2) {
+        const int u = __shfl_up_sync(kFullMask, v, d);
+        if (lane >= d) v += u;
+    }
+    return v;
+}
+
 } // namespace fmoe

@@ -128,6 +128,22 @@ extern "C" {
     fn fmoe_emu_fmoe_route_topk_bf16(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_expert_gemm1_bf16(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_expert_gemm2_bf16(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
+    fn fmoe_emu_fmoe_grouped_gemm1_decode_bf16(
+        l: *const FmoeEmuLaunch,
+        r: *mut FmoeEmuReport,
+    ) -> i32;
+    fn fmoe_emu_fmoe_grouped_gemm2_decode_bf16(
+        l: *const FmoeEmuLaunch,
+        r: *mut FmoeEmuReport,
+    ) -> i32;
+    fn fmoe_emu_fmoe_grouped_gemm1_prefill_bf16(
+        l: *const FmoeEmuLaunch,
+        r: *mut FmoeEmuReport,
+    ) -> i32;
+    fn fmoe_emu_fmoe_grouped_gemm2_prefill_bf16(
+        l: *const FmoeEmuLaunch,
+        r: *mut FmoeEmuReport,
+    ) -> i32;
 }
 
 /// The emulator entry point of a crate kernel.
@@ -136,6 +152,10 @@ pub fn entry(kernel: KernelId) -> EmuEntry {
         KernelId::RouteTopK => fmoe_emu_fmoe_route_topk_bf16,
         KernelId::ExpertGemm1 => fmoe_emu_fmoe_expert_gemm1_bf16,
         KernelId::ExpertGemm2 => fmoe_emu_fmoe_expert_gemm2_bf16,
+        KernelId::GroupedGemm1Decode => fmoe_emu_fmoe_grouped_gemm1_decode_bf16,
+        KernelId::GroupedGemm2Decode => fmoe_emu_fmoe_grouped_gemm2_decode_bf16,
+        KernelId::GroupedGemm1Prefill => fmoe_emu_fmoe_grouped_gemm1_prefill_bf16,
+        KernelId::GroupedGemm2Prefill => fmoe_emu_fmoe_grouped_gemm2_prefill_bf16,
     }
 }
 
