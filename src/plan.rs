@@ -233,11 +233,12 @@ impl ExpertPath {
     pub fn kernels(self) -> [KernelId; 2] {
         match self {
             ExpertPath::PerPair => [KernelId::ExpertGemm1, KernelId::ExpertGemm2],
-            ExpertPath::GroupedDecode => [KernelId::GroupedGemm1Decode, KernelId::GroupedGemm2Decode],
-            ExpertPath::GroupedPrefill => [
-                KernelId::GroupedGemm1Prefill,
-                KernelId::GroupedGemm2Prefill,
-            ],
+            ExpertPath::GroupedDecode => {
+                [KernelId::GroupedGemm1Decode, KernelId::GroupedGemm2Decode]
+            }
+            ExpertPath::GroupedPrefill => {
+                [KernelId::GroupedGemm1Prefill, KernelId::GroupedGemm2Prefill]
+            }
         }
     }
 
@@ -314,7 +315,10 @@ pub fn forward_plan_with(
         ));
     }
     let [gemm1, gemm2] = match path {
-        ExpertPath::PerPair => [gemm1_launch(config, tokens, b), gemm2_launch(config, tokens, b)],
+        ExpertPath::PerPair => [
+            gemm1_launch(config, tokens, b),
+            gemm2_launch(config, tokens, b),
+        ],
         _ => [
             grouped_launch(config, tokens, b, path, 0),
             grouped_launch(config, tokens, b, path, 1),

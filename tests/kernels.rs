@@ -252,17 +252,33 @@ fn run_route_with<X: Executor>(exec: &X, w: &MoeWeights, x: &[bf16], misalign: b
     let want = Grouping::of(&c, t, &routed.ids);
     let what = format!("grouping {c:?} T={t}");
     assert_eq!(download(exec, &sizes, e), want.sizes, "{what}: group_sizes");
-    assert_eq!(download(exec, &offsets, e + 1), want.offsets, "{what}: group_offsets");
+    assert_eq!(
+        download(exec, &offsets, e + 1),
+        want.offsets,
+        "{what}: group_offsets"
+    );
     let got_pairs = download(exec, &pairs, e * t);
     for ex in 0..e {
         // The order inside a group is unspecified (atomics): compare as sorted lists.
         let n = want.sizes[ex] as usize;
         let mut got = got_pairs[ex * t..ex * t + n].to_vec();
         got.sort_unstable();
-        assert_eq!(got, want.pairs[ex * t..ex * t + n], "{what}: pairs of expert {ex}");
+        assert_eq!(
+            got,
+            want.pairs[ex * t..ex * t + n],
+            "{what}: pairs of expert {ex}"
+        );
     }
-    assert_eq!(download(exec, &cursor, e), vec![0; e], "{what}: group_cursor left non-zero");
-    assert_eq!(download(exec, &done, 1), vec![0], "{what}: blocks_done left non-zero");
+    assert_eq!(
+        download(exec, &cursor, e),
+        vec![0; e],
+        "{what}: group_cursor left non-zero"
+    );
+    assert_eq!(
+        download(exec, &done, 1),
+        vec![0],
+        "{what}: blocks_done left non-zero"
+    );
     routed
 }
 
@@ -435,7 +451,10 @@ fn run_grouped_gemm1<X: Executor>(
         group_offsets: exec.address(&offsets),
         ..Default::default()
     };
-    launch(exec, &adjust(plan::grouped_launch(&c, t, &b, path, 0), opts));
+    launch(
+        exec,
+        &adjust(plan::grouped_launch(&c, t, &b, path, 0), opts),
+    );
     let grouped = download(exec, &act, n);
     let i = c.intermediate;
     g.row_of_pair(t, c.top_k)
@@ -487,7 +506,10 @@ fn run_grouped_gemm2<X: Executor>(
         out: exec.address(&out),
         ..Default::default()
     };
-    launch(exec, &adjust(plan::grouped_launch(&c, t, &b, path, 1), opts));
+    launch(
+        exec,
+        &adjust(plan::grouped_launch(&c, t, &b, path, 1), opts),
+    );
     assert_eq!(
         download(exec, &counters, lens.combine_counters),
         vec![0; lens.combine_counters],
@@ -517,7 +539,10 @@ fn check_grouped<X: Executor>(exec: &X, w: &MoeWeights, ids: &[i32], seed: u64, 
     }
     // Both tile shapes accumulate in the same k order: identical bits.
     assert!(
-        outs[0].iter().zip(&outs[1]).all(|(a, b)| a.to_bits() == b.to_bits()),
+        outs[0]
+            .iter()
+            .zip(&outs[1])
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
         "decode and prefill tiles disagree bitwise on {c:?} T={t}"
     );
 }

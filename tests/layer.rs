@@ -11,6 +11,7 @@ mod common;
 
 use common::{assert_close, rng, BF16_MAX_TOL, BF16_RMS_TOL};
 use fused_moe::backends::emulated::{runtime, EmuOptions, EmulatedExecutor, EmulatedMoe};
+use fused_moe::plan::{self, ExpertPath};
 use fused_moe::{
     reference, Activation, Executor, MoeConfig, MoeLayer, MoeOutput, MoeWeights, Routing,
 };
@@ -34,7 +35,7 @@ macro_rules! executor_tests {
                 forward_matches_reference_at_small_shapes, forward_matches_reference_at_gpt_oss_20b,
                 forward_is_deterministic, forward_is_batch_invariant,
                 forward_launches_at_most_three_kernels, zero_tokens_launch_nothing,
-                non_finite_router_logits);
+                non_finite_router_logits, every_path_matches_the_reference);
         }
     };
     (@tests $make:expr; $($name:ident),+) => {
@@ -365,17 +366,61 @@ pub mod bodies {
             );
         }
     }
+
+    /// Each expert path, forced, on shapes it supports: the reference within SPEC tolerance,
+    /// 3 launches per forward, and the two grouped tile shapes bitwise identical (the same k
+    /// order), so a token's output does not depend on which path its batch size picked.
+    pub fn every_path_matches_the_reference<X: Executor + Clone>(exec: X) {
+        for (n, (h, i, e, k)) in [(72, 136, 5, 2), (2880, 2880, 3, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = common::config(h, i, e, k, Routing::TopKThenSoftmax, Activation::GPT_OSS);
+            let w = MoeWeights::random(c, 900 + n as u64).unwrap();
+            let token_counts: &[usize] = if h > 1000 { &[1, 3] } else { &[1, 13, 70] };
+            let max = *token_counts.iter().max().unwrap();
+            let x_all = random_x(&c, max, 910 + n as u64);
+            let mut layer = MoeLayer::new(exec.clone(), &w, max).unwrap();
+            for &t in token_counts {
+                let x = &x_all[..t * h];
+                let mut grouped = Vec::new();
+                for path in ExpertPath::ALL {
+                    layer.set_expert_path(Some(path)).unwrap();
+                    assert_eq!(layer.expert_path(t), path);
+                    let before = layer.launch_count();
+                    let out = forward(&mut layer, x);
+                    assert_eq!(layer.launch_count() - before, 3, "{path} T={t}: launches");
+                    check_forward(&format!("{path} {c:?} T={t}"), &w, x, &out);
+                    if path != ExpertPath::PerPair {
+                        grouped.push(out);
+                    }
+                }
+                assert_same_bits(
+                    &format!("decode vs prefill tiles, {c:?} T={t}"),
+                    &grouped[0],
+                    &grouped[1],
+                );
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Emulator-only
 // ---------------------------------------------------------------------------------------------
 
-/// Worker counts and the barrier-order shuffle seed change how blocks and threads interleave,
-/// never the bits of the result.
+/// Worker counts and the barrier-order shuffle seed change how blocks and threads interleave
+/// (and so the order of the grouping atomics and of the combine's arrivals), never the bits of
+/// the result: on the per-pair path (H = 2049) and the grouped path (H = 2056).
 #[test]
 fn emulator_options_do_not_change_the_bits() {
-    let c = common::config(2049, 40, 6, 2, Routing::TopKThenSoftmax, Activation::SwiGlu);
+    for h in [2049, 2056] {
+        emulator_options_do_not_change_the_bits_at(h);
+    }
+}
+
+fn emulator_options_do_not_change_the_bits_at(h: usize) {
+    let c = common::config(h, 40, 6, 2, Routing::TopKThenSoftmax, Activation::SwiGlu);
     let w = MoeWeights::random(c, 80).unwrap();
     let x = random_x(&c, 6, 81);
     let run = |options: EmuOptions| {
@@ -419,4 +464,48 @@ fn emulator_counts_three_launches_per_forward() {
     let before = runtime::launch_count();
     forward(&mut layer, &[]);
     assert_eq!(runtime::launch_count() - before, 0);
+}
+
+/// The path heuristic depends on the shapes only: decode tiles while T·k ≤ 8·E, prefill tiles
+/// beyond, the per-pair kernels when H or I is not a multiple of 8; forcing a path a shape
+/// cannot take is an error naming the argument.
+#[test]
+fn path_heuristic_follows_the_shapes() {
+    let c20 = MoeConfig::gpt_oss_20b(); // E = 32, k = 4: decode up to T = 64
+    for (t, want) in [
+        (1, ExpertPath::GroupedDecode),
+        (8, ExpertPath::GroupedDecode),
+        (64, ExpertPath::GroupedDecode),
+        (65, ExpertPath::GroupedPrefill),
+        (512, ExpertPath::GroupedPrefill),
+        (4096, ExpertPath::GroupedPrefill),
+    ] {
+        assert_eq!(plan::select_path(&c20, t), want, "gpt-oss-20b T={t}");
+    }
+    let c120 = MoeConfig::gpt_oss_120b(); // E = 128, k = 4: decode up to T = 256
+    assert_eq!(plan::select_path(&c120, 256), ExpertPath::GroupedDecode);
+    assert_eq!(plan::select_path(&c120, 257), ExpertPath::GroupedPrefill);
+    let odd = common::config(97, 64, 8, 2, Routing::TopKThenSoftmax, Activation::GPT_OSS);
+    for t in [1, 4096] {
+        assert_eq!(
+            plan::select_path(&odd, t),
+            ExpertPath::PerPair,
+            "H = 97, T={t}"
+        );
+    }
+    let w = MoeWeights::random(odd, 95).unwrap();
+    let mut layer = EmulatedMoe::new(emulated().unwrap(), &w, 2).unwrap();
+    let err = layer
+        .set_expert_path(Some(ExpertPath::GroupedPrefill))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("path") && err.contains("hidden = 97") && err.contains("grouped-prefill"),
+        "{err}"
+    );
+    assert_eq!(
+        layer.expert_path(1),
+        ExpertPath::PerPair,
+        "a refused path is not kept"
+    );
 }
