@@ -3,7 +3,8 @@
 # exactly as build.rs does (nvcc --ptx -arch=compute_$CUDA_COMPUTE_CAP, default 80), assembles
 # each PTX with `ptxas -v` for sm_80 and sm_90 (what the driver's JIT does on an A100 / H100 /
 # H200), prints registers, spills, stack and shared memory per kernel, and fails on any nvcc or
-# ptxas error or warning and on any spill.
+# ptxas error or warning, on any spill, and on any kernel whose registers exceed its budget in
+# the REGISTER BUDGETS table below (or that no line of the table names).
 #
 #   scripts/ptxas-check.sh                 (needs CUDA_HOME or NVCC, e.g. from
 #                                           scripts/install-cuda-toolkit.sh --print-home)
@@ -12,6 +13,39 @@
 # The PTX is regenerated here rather than taken from target/ (which may hold stale builds);
 # keep the nvcc flags below in step with build_ptx() in build.rs.
 set -euo pipefail
+
+# REGISTER BUDGETS, per thread, checked on every architecture assembled. A budget is the most
+# registers a kernel may use and still fit the blocks per SM its design counts on: an SM has
+# 64 K 32-bit registers, allocated per warp in units of 256 (8 per thread), so the budget is
+# 65536 / (blocks x threads) rounded down to a multiple of 8, and 255 (the per-thread maximum)
+# where occupancy does not matter. Going over a budget compiles fine; the SM just runs fewer
+# blocks and the kernel slows down with no other sign. (Where __launch_bounds__ names the
+# blocks per SM, ptxas already caps the registers and would spill instead, which fails too;
+# the line here still catches the bound being dropped.) A kernel that no line names fails the
+# check, so a new kernel comes with its budget and the reason for it.
+# One line per kernel pattern: bash glob on the kernel name, budget, reason; first match wins.
+reg_budgets='
+fmoe_route_topk_bf16          64   routing: 4 blocks x 256 threads per SM (launch_bounds(256,4))
+fmoe_expert_gemm[12]_bf16     128  per-pair GEMMs: 2 blocks x 256 threads per SM (launch_bounds(256,2))
+fmoe_grouped_gemm*_decode_*   128  grouped decode: 4 blocks x 128 threads per SM, what keeps enough weight bytes in flight
+fmoe_grouped_gemm*_prefill_*  168  grouped prefill: 3 blocks x 128 threads per SM
+emu_*                         255  test probes (kernels/testing/): speed does not matter, only no spill
+fmoe_*_probe                  255  test probes (kernels/testing/): speed does not matter, only no spill
+'
+
+# reg_budget NAME: prints "BUDGET<TAB>PATTERN" of the first table line whose pattern matches NAME,
+# or nothing.
+reg_budget() {
+  local pattern budget _
+  while read -r pattern budget _; do
+    [ -n "$pattern" ] || continue
+    # shellcheck disable=SC2053 # the pattern is a glob on purpose
+    if [[ $1 == $pattern ]]; then
+      printf '%s\t%s\n' "$budget" "$pattern"
+      return
+    fi
+  done <<<"$reg_budgets"
+}
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -82,9 +116,21 @@ for src in "${sources[@]}"; do
     #       N bytes stack frame, N bytes spill stores, N bytes spill loads
     #   ptxas info    : Used N registers, used N barriers, N bytes smem, N bytes cmem[0]
     while IFS=$'\t' read -r name regs stack stores loads smem; do
-      rows+=("$stem"$'\t'"$name"$'\t'"sm_$arch"$'\t'"$regs"$'\t'"$stores"$'\t'"$loads"$'\t'"$stack"$'\t'"$smem")
+      budget_line=$(reg_budget "$name")
+      budget=${budget_line%%$'\t'*}
+      rows+=("$stem"$'\t'"$name"$'\t'"sm_$arch"$'\t'"$regs"$'\t'"$stores"$'\t'"$loads"$'\t'"$stack"$'\t'"$smem"$'\t'"${budget:--}")
       if [ "$stores" != 0 ] || [ "$loads" != 0 ]; then
         echo "FAIL $name (sm_$arch) spills: $stores bytes stored, $loads bytes loaded" >&2
+        failed=1
+      fi
+      if [ -z "$budget" ]; then
+        echo "FAIL $name (sm_$arch): no register budget; add a line for it to reg_budgets in $0" >&2
+        failed=1
+      elif ! [[ $regs =~ ^[0-9]+$ ]]; then
+        echo "FAIL $name (sm_$arch): could not read its register count from ptxas -v" >&2
+        failed=1
+      elif [ "$regs" -gt "$budget" ]; then
+        echo "FAIL $name (sm_$arch) uses $regs registers, over its budget of $budget (pattern ${budget_line#*$'\t'}; see reg_budgets in $0)" >&2
         failed=1
       fi
     done < <(awk '
@@ -114,15 +160,15 @@ for src in "${sources[@]}"; do
   done
 done
 
-printf '\n%-16s %-36s %-6s %5s %12s %11s %6s %10s\n' \
-  file kernel arch regs spill-stores spill-loads stack smem-bytes
+printf '\n%-16s %-36s %-6s %5s %12s %11s %6s %10s %10s\n' \
+  file kernel arch regs spill-stores spill-loads stack smem-bytes reg-budget
 for r in "${rows[@]}"; do
-  IFS=$'\t' read -r f n a regs st ld stack smem <<<"$r"
-  printf '%-16s %-36s %-6s %5s %12s %11s %6s %10s\n' "$f" "$n" "$a" "$regs" "$st" "$ld" "$stack" "$smem"
+  IFS=$'\t' read -r f n a regs st ld stack smem budget <<<"$r"
+  printf '%-16s %-36s %-6s %5s %12s %11s %6s %10s %10s\n' "$f" "$n" "$a" "$regs" "$st" "$ld" "$stack" "$smem" "$budget"
 done
 echo
 if [ "$failed" != 0 ]; then
   echo "ptxas-check: FAILED" >&2
   exit 1
 fi
-echo "ptxas-check: OK (${#rows[@]} kernel/arch pairs, no errors, no warnings, no spills)"
+echo "ptxas-check: OK (${#rows[@]} kernel/arch pairs, no errors, no warnings, no spills, registers within budget)"

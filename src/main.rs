@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fused_moe::backends::emulated::{EmuOptions, EmulatedExecutor};
+use fused_moe::plan::{self, ExpertPath};
 use fused_moe::{checkpoint, reference, MoeConfig, MoeLayer, MoeOutput, MoeWeights};
 use half::bf16;
 use safetensors::{Dtype, SafeTensors};
@@ -41,6 +42,31 @@ enum BackendArg {
     Cuda,
 }
 
+/// `--path`: which expert kernels run (see README: Expert paths).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PathArg {
+    /// The heuristic picks from the shapes (decode tiles for small batches, prefill tiles for
+    /// large ones, per-pair kernels when H or I is not a multiple of 8).
+    Auto,
+    /// CUDA-core kernels, one (token, expert) pair per block; any shape.
+    PerPair,
+    /// Tensor-core grouped GEMMs, 64 weight rows × 8 tokens per block.
+    GroupedDecode,
+    /// Tensor-core grouped GEMMs, 128 weight rows × 64 tokens per block.
+    GroupedPrefill,
+}
+
+impl PathArg {
+    fn path(self) -> Option<ExpertPath> {
+        match self {
+            PathArg::Auto => None,
+            PathArg::PerPair => Some(ExpertPath::PerPair),
+            PathArg::GroupedDecode => Some(ExpertPath::GroupedDecode),
+            PathArg::GroupedPrefill => Some(ExpertPath::GroupedPrefill),
+        }
+    }
+}
+
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("weights").required(true).args(["model", "preset"]))]
 struct RunArgs {
@@ -69,6 +95,9 @@ struct RunArgs {
     /// Where the layer runs.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
+    /// Expert kernels of the emulated and cuda backends.
+    #[arg(long, value_enum, default_value_t = PathArg::Auto)]
+    path: PathArg,
     /// Also run the CPU reference and print the normalised max and RMS error (exit 1 when
     /// above the bf16 tolerances of the README's numeric contract).
     #[arg(long)]
@@ -157,6 +186,14 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let tokens = x.len() / cfg.hidden;
     let repeat = args.repeat as usize;
+    let path = args.path.path();
+    let path_note = match backend {
+        BackendArg::Emulated | BackendArg::Cuda => format!(
+            ", path {}",
+            path.unwrap_or_else(|| plan::select_path(&cfg, tokens))
+        ),
+        _ => String::new(),
+    };
     let (out, per_forward) = match backend {
         BackendArg::Reference => time(repeat, || reference::forward(&weights, &x))?,
         BackendArg::Emulated => {
@@ -165,13 +202,14 @@ fn run(args: RunArgs) -> Result<()> {
                 &weights,
                 tokens,
             )?;
+            layer.set_expert_path(path)?;
             time(repeat, || layer.forward_host(&x))?
         }
-        BackendArg::Cuda => run_cuda(&weights, &x, tokens, repeat)?,
+        BackendArg::Cuda => run_cuda(&weights, &x, tokens, repeat, path)?,
         BackendArg::Auto => unreachable!("resolved above"),
     };
     println!(
-        "backend {:?}: {tokens} tokens, {:.3} ms per forward ({})",
+        "backend {:?}{path_note}: {tokens} tokens, {:.3} ms per forward ({})",
         backend,
         per_forward.as_secs_f64() * 1e3,
         match backend {
@@ -242,19 +280,27 @@ fn run_cuda(
     x: &[bf16],
     tokens: usize,
     repeat: usize,
+    path: Option<ExpertPath>,
 ) -> Result<(MoeOutput, Duration)> {
     let mut layer = fused_moe::backends::cuda::CudaMoe::new(
         fused_moe::backends::cuda::CudaExecutor::new(0)?,
         weights,
         tokens,
     )?;
+    layer.set_expert_path(path)?;
     let out = layer.forward_host(x)?;
     let per = fused_moe::backends::cuda::time_forward(&mut layer, x, repeat)?;
     Ok((out, per))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda(_: &MoeWeights, _: &[bf16], _: usize, _: usize) -> Result<(MoeOutput, Duration)> {
+fn run_cuda(
+    _: &MoeWeights,
+    _: &[bf16],
+    _: usize,
+    _: usize,
+    _: Option<ExpertPath>,
+) -> Result<(MoeOutput, Duration)> {
     bail!("--backend cuda needs a build with `--features cuda`")
 }
 

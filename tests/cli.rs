@@ -228,6 +228,11 @@ fn preset_runs_emulated_with_check() {
         check.ends_with("PASS") && check.contains(" 0 non-finite"),
         "{check}"
     );
+    // T·k = 8 ≤ 8·E: the heuristic takes the decode tiles, and says so.
+    assert!(
+        stdout.contains("backend Emulated, path grouped-decode: 2 tokens"),
+        "{stdout}"
+    );
     let bytes = std::fs::read(&y_path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let y = f32_tensor(&st, "y", &[2, 2880]);
