@@ -90,6 +90,7 @@ __device__ GroupTile find_group_tile(const int32_t* sizes, int experts, int tile
     if (fmoe::warp_id() == 0) {
         const int lane = fmoe::lane_id();
         if (lane == 0) found = GroupTile{-1, 0, 0};
+        __syncwarp(); // orders that store before the finder's (another lane's) store below
         int base = 0; // tiles of the experts before this chunk
         for (int e0 = 0; e0 < experts; e0 += fmoe::kWarpSize) {
             const int e = e0 + lane;
