@@ -11,13 +11,13 @@
 // exactly that); weights are always finite (-inf selected -> 0, all -inf -> all 0, +inf
 // selected share the weight equally).
 //
-// Launch (src/plan.rs route_launch): grid = [T, 1, 1], block = [256, 1, 1], no dynamic shared
-// memory. One block per token:
-//   1. the x row is staged in shared memory as f32, kChunk elements at a time (any H);
+// Launch (src/plan.rs route_launch): grid = [ceil(T / 8), 1, 1], block = [256, 1, 1], no
+// dynamic shared memory. One block per 8 tokens (so each router row is read once per 8 tokens):
+//   1. the 8 x rows are staged in shared memory as f32, kChunk elements at a time (any H);
 //   2. each warp takes kRowsPerPass experts per pass and accumulates lane-strided partial dots
-//      in registers over all chunks, then reduces them with shuffles into a per-expert f32
-//      total in shared memory;
-//   3. warp 0 holds the E <= 256 logits (8 per lane), runs k rounds of warp arg-max and
+//      for all 8 tokens in registers over all chunks, then reduces them with shuffles into
+//      per-(token, expert) f32 totals in shared memory;
+//   3. warp w holds token w's E <= 256 logits (8 per lane), runs k rounds of warp arg-max and
 //      computes the weights with shuffle reductions;
 //   4. the k (token, slot) pairs are appended to their experts' rows of group_pairs (integer
 //      atomics), and the last block to finish (a device-wide counter) writes group_sizes and
@@ -39,8 +39,13 @@ namespace {
 
 constexpr int kThreads = 256; // = ROUTE_THREADS in src/plan.rs
 constexpr int kWarps = kThreads / fmoe::kWarpSize;
-constexpr int kChunk = 2048;     // x elements staged at a time (8 KiB of f32)
-constexpr int kRowsPerPass = 4;  // experts a warp accumulates per pass (loads in flight)
+constexpr int kTokens = kWarps; // tokens per block (= ROUTE_TOKENS in src/plan.rs); warp w selects for token w
+// x elements per token staged at a time (kTokens x 2 KiB of f32). A multiple of 8 x 32, so each
+// lane sees the same global sequence of 8-element groups whatever the chunking: a token's sums
+// do not depend on the chunk size or on its position in the block.
+constexpr int kChunk = 512;
+constexpr int kRowsPerPass = 2; // experts a warp accumulates per pass, for all kTokens tokens
+static_assert(kChunk % (8 * fmoe::kWarpSize) == 0, "lane-stride invariant chunks");
 constexpr int kScoresPerLane = FMOE_MAX_EXPERTS / fmoe::kWarpSize; // lane l holds e = l + 32 i
 static_assert(FMOE_MAX_TOP_K <= fmoe::kWarpSize, "one lane per selected slot");
 
@@ -55,32 +60,37 @@ __device__ __forceinline__ float softmax_entry(float v, float top, int n_inf, fl
 
 } // namespace
 
-// Min 4 blocks per SM (<= 64 registers): without it ptxas for sm_90 keeps a pointer in local
-// memory across the grouping step.
-extern "C" __global__ void __launch_bounds__(kThreads, 4) fmoe_route_topk_bf16(const FmoeRouteParams p) {
-    alignas(16) __shared__ float xs[kChunk];
-    __shared__ float dot_total[FMOE_MAX_EXPERTS];
+// Min 2 blocks per SM (<= 128 registers; 74-80 used): room for the 2 x 8 accumulators; without a
+// bound ptxas for sm_90 keeps a pointer in local memory across the grouping step.
+extern "C" __global__ void __launch_bounds__(kThreads, 2) fmoe_route_topk_bf16(const FmoeRouteParams p) {
+    alignas(16) __shared__ float xs[kTokens][kChunk];
+    __shared__ float dot_total[kTokens][FMOE_MAX_EXPERTS];
 
-    const int t = static_cast<int>(blockIdx.x);
-    const int H = p.hidden, E = p.experts, k = p.top_k;
+    const int T = p.tokens, H = p.hidden, E = p.experts, k = p.top_k;
+    const int t0 = static_cast<int>(blockIdx.x) * kTokens; // first token of the block
     const int warp = fmoe::warp_id(), lane = fmoe::lane_id();
-    const uint16_t* x = reinterpret_cast<const uint16_t*>(p.x) + static_cast<int64_t>(t) * H;
+    const uint16_t* x = reinterpret_cast<const uint16_t*>(p.x);
     const uint16_t* wr = reinterpret_cast<const uint16_t*>(p.router_weight);
     // 16-byte loads need every row start aligned: base aligned and H a multiple of 8.
     const bool vec = H % 8 == 0 && fmoe::is_aligned(wr, 16);
 
-    // ---- 1–2: dot_total[e] = Wr[e] · x[t] ----
-    // Pass p gives warp w the experts p·32 + 4w .. p·32 + 4w + 3; every warp runs every pass (a
-    // warp past E re-reads row E-1 and discards it), so all threads reach the same barriers.
-    // Partials stay in registers across chunks and are reduced once per expert.
+    // ---- 1–2: dot_total[tb][e] = Wr[e] · x[t0 + tb] ----
+    // Pass p gives warp w the experts p·16 + 2w and p·16 + 2w + 1, for all kTokens tokens: each
+    // router row is read once per block of tokens, not once per token. Every warp runs every
+    // pass (a warp past E re-reads row E-1 and discards it), so all threads reach the same
+    // barriers. Partials stay in registers across chunks and are reduced once per expert.
     constexpr int kExpertsPerPass = kWarps * kRowsPerPass;
     for (int e_pass = 0; e_pass < E; e_pass += kExpertsPerPass) {
         const int e0 = e_pass + warp * kRowsPerPass;
-        float acc[kRowsPerPass] = {};
+        float acc[kRowsPerPass][kTokens] = {};
         for (int h0 = 0; h0 < H; h0 += kChunk) {
             const int n = fmoe::min_int(kChunk, H - h0);
             __syncthreads(); // every warp is done reading the previous chunk
-            fmoe::stage_bf16_as_f32(xs, x + h0, n);
+            // Tokens past T stage zeros (their results are never written).
+            for (int i = static_cast<int>(threadIdx.x); i < kTokens * n; i += kThreads) {
+                const int tb = i / n, h = i % n;
+                xs[tb][h] = t0 + tb < T ? fmoe::bf16_to_float(x[static_cast<int64_t>(t0 + tb) * H + h0 + h]) : 0.0f;
+            }
             __syncthreads(); // the chunk is complete before anyone reads it
             const uint16_t* rows[kRowsPerPass];
             FMOE_UNROLL
@@ -89,21 +99,26 @@ extern "C" __global__ void __launch_bounds__(kThreads, 4) fmoe_route_topk_bf16(c
                 // per-row branches and every load in bounds.
                 rows[r] = wr + static_cast<int64_t>(fmoe::min_int(e0 + r, E - 1)) * H + h0;
             }
-            fmoe::lane_dot_rows(rows, xs, n, vec, acc);
+            fmoe::lane_dot_rows_tokens(rows, &xs[0][0], kChunk, n, vec, acc);
         }
-        fmoe::warp_sum_all(acc);
+        FMOE_UNROLL
+        for (int r = 0; r < kRowsPerPass; ++r) fmoe::warp_sum_all(acc[r]);
         if (lane == 0) {
             FMOE_UNROLL
             for (int r = 0; r < kRowsPerPass; ++r) {
-                if (e0 + r < E) dot_total[e0 + r] = acc[r];
+                FMOE_UNROLL
+                for (int tb = 0; tb < kTokens; ++tb) {
+                    if (e0 + r < E) dot_total[tb][e0 + r] = acc[r][tb];
+                }
             }
         }
     }
     __syncthreads(); // all dot totals are in shared memory
 
-    // ---- 3: logits, scores and k rounds of warp arg-max, all in warp 0 ----
-    __shared__ int slot_expert[FMOE_MAX_TOP_K]; // the token's experts, for step 4
-    if (warp == 0) {
+    // ---- 3: logits, scores and k rounds of warp arg-max; warp w serves token t0 + w ----
+    __shared__ int slot_expert[kTokens][FMOE_MAX_TOP_K]; // the tokens' experts, for step 4
+    const int t = t0 + warp;
+    if (t < T) {
         const float* bias = reinterpret_cast<const float*>(p.router_bias);
         float* logits = reinterpret_cast<float*>(p.logits) + static_cast<int64_t>(t) * E;
         float score[kScoresPerLane];
@@ -112,7 +127,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 4) fmoe_route_topk_bf16(c
             const int e = lane + fmoe::kWarpSize * i;
             float logit = -INFINITY;
             if (e < E) {
-                logit = dot_total[e] + bias[e];
+                logit = dot_total[warp][e] + bias[e];
                 logits[e] = logit;
             }
             score[i] = fmoe::nan_to_neg_inf(logit);
@@ -181,7 +196,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 4) fmoe_route_topk_bf16(c
             const int64_t o = static_cast<int64_t>(t) * k + lane;
             reinterpret_cast<int32_t*>(p.expert_ids)[o] = slot_id;
             reinterpret_cast<float*>(p.expert_weights)[o] = weight;
-            slot_expert[lane] = slot_id;
+            slot_expert[warp][lane] = slot_id;
         }
     }
 
@@ -192,10 +207,13 @@ extern "C" __global__ void __launch_bounds__(kThreads, 4) fmoe_route_topk_bf16(c
     int32_t* cursor = reinterpret_cast<int32_t*>(p.group_cursor);
     int32_t* blocks_done = reinterpret_cast<int32_t*>(p.blocks_done);
     __syncthreads(); // slot_expert is complete
-    if (threadIdx.x < static_cast<unsigned>(k)) {
-        const int j = static_cast<int>(threadIdx.x), e = slot_expert[j];
-        const int rank = atomicAdd(&cursor[e], 1); // < T: a token picks an expert at most once
-        reinterpret_cast<int32_t*>(p.group_pairs)[static_cast<int64_t>(e) * p.tokens + rank] = t * k + j;
+    if (static_cast<int>(threadIdx.x) < kTokens * k) {
+        const int tb = static_cast<int>(threadIdx.x) / k, j = static_cast<int>(threadIdx.x) % k;
+        if (t0 + tb < T) {
+            const int e = slot_expert[tb][j];
+            const int rank = atomicAdd(&cursor[e], 1); // < T: a token picks an expert at most once
+            reinterpret_cast<int32_t*>(p.group_pairs)[static_cast<int64_t>(e) * T + rank] = (t0 + tb) * k + j;
+        }
     }
     // The last block to finish turns the fill counters into sizes and offsets. Release: this
     // block's writes are visible device-wide before it counts itself done.

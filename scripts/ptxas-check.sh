@@ -25,7 +25,7 @@ set -euo pipefail
 # check, so a new kernel comes with its budget and the reason for it.
 # One line per kernel pattern: bash glob on the kernel name, budget, reason; first match wins.
 reg_budgets='
-fmoe_route_topk_bf16          64   routing: 4 blocks x 256 threads per SM (launch_bounds(256,4))
+fmoe_route_topk_bf16          128  routing: 2 blocks x 256 threads per SM (launch_bounds(256,2)), 8 tokens per block
 fmoe_expert_gemm[12]_bf16     128  per-pair GEMMs: 2 blocks x 256 threads per SM (launch_bounds(256,2))
 fmoe_grouped_gemm*_decode_*   128  grouped decode: 4 blocks x 128 threads per SM, what keeps enough weight bytes in flight
 fmoe_grouped_gemm*_prefill_*  168  grouped prefill: 3 blocks x 128 threads per SM

@@ -392,15 +392,17 @@ fn expert_params(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> FmoeE
 /// Largest `gridDim.y` / `gridDim.z` of a CUDA launch.
 const MAX_GRID_YZ: u32 = 65_535;
 
-/// routing.cu: threads per block (8 warps); one block per token.
+/// routing.cu: threads per block (8 warps).
 pub const ROUTE_THREADS: u32 = 256;
+/// routing.cu: tokens per block (`kTokens`; one per warp).
+pub const ROUTE_TOKENS: u32 = 8;
 
-/// Routing launch: grid = [T, 1, 1], one block per token.
+/// Routing launch: grid = [ceil(T / 8), 1, 1], one block per 8 tokens.
 pub fn route_launch(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> Launch {
     Launch {
         kernel: KernelId::RouteTopK,
         dims: LaunchDims {
-            grid: [grid_x(tokens), 1, 1],
+            grid: [grid_x(tokens.div_ceil(ROUTE_TOKENS as usize)), 1, 1],
             block: [ROUTE_THREADS, 1, 1],
             shared_mem_bytes: 0,
         },
