@@ -5,7 +5,10 @@
 //!    the debug profile, into static libraries. No CUDA toolkit is needed.
 //! 2. With feature `cuda`: compiles every kernel file to PTX with nvcc into `OUT_DIR` and writes
 //!    `OUT_DIR/ptx.rs` (one `include_str!` constant per file). Without nvcc this fails with a
-//!    message naming `NVCC`, `CUDA_HOME` and `scripts/install-cuda-toolkit.sh`.
+//!    message naming `NVCC`, `CUDA_HOME` and `scripts/install-cuda-toolkit.sh`. A file named
+//!    `*_sm90a.cu` uses Hopper-only instructions (wgmma) and is always compiled for the
+//!    architecture-specific target compute_90a, whatever `CUDA_COMPUTE_CAP` says; the CUDA
+//!    executor loads it on compute capability 9.0 devices only.
 //!
 //! Environment read (each tracked with rerun-if-env-changed):
 //!   NVCC, CUDA_HOME, CUDA_PATH, PATH   where nvcc is (in that order)
@@ -236,6 +239,16 @@ fn compute_cap() -> Result<String, String> {
     Ok(cap.to_string())
 }
 
+/// The PTX architecture of kernel file `stem`: `90a` for the Hopper-only `*_sm90a` files, else
+/// `cap` (from `CUDA_COMPUTE_CAP`). scripts/ptxas-check.sh and sass-check.sh follow the same rule.
+fn file_arch<'a>(stem: &str, cap: &'a str) -> &'a str {
+    if stem.ends_with("_sm90a") {
+        "90a"
+    } else {
+        cap
+    }
+}
+
 /// Compiles every kernel file to `OUT_DIR/<stem>.ptx` (nvcc processes run in parallel) and
 /// writes `OUT_DIR/ptx.rs`: one `include_str!` constant per file plus `ALL`, the table of
 /// (module name, PTX) the CUDA executor loads from. Also records the nvcc release and the PTX
@@ -282,7 +295,7 @@ fn build_ptx(sources: &[PathBuf], out_dir: &Path) -> Result<(), String> {
         let ptx = out_dir.join(format!("{stem}.ptx"));
         let mut cmd = Command::new(&nvcc);
         cmd.arg("--ptx")
-            .arg(format!("-arch=compute_{cap}"))
+            .arg(format!("-arch=compute_{}", file_arch(&stem, &cap)))
             .arg("-O3")
             .arg("-std=c++17")
             .arg("-lineinfo")

@@ -39,7 +39,7 @@
 //! kernel alone is sound because the routing kernel and GEMM2 leave their scratch counters zero
 //! and every launch rewrites exactly what the next one reads. The expert path is the layer's
 //! heuristic (`plan::select_path`; printed as a `path | ...` line per T), or the one named by
-//! `FUSED_MOE_BENCH_PATH=per-pair|grouped-decode|grouped-prefill`.
+//! `FUSED_MOE_BENCH_PATH=per-pair|grouped-decode|grouped-prefill|grouped-prefill-sm90a`.
 //!
 //! **Baseline** (`baseline`), what a user without fused kernels would write: the (token, slot)
 //! pairs sorted by expert on the host and their x rows gathered and uploaded once (not timed),
@@ -668,12 +668,10 @@ extern "C" __global__ void fmoe_bench_swiglu(
         let w = bench_weights(config, 1);
         let mut layer = MoeLayer::new(exec.clone(), &w, MAX_TOKENS).expect("layer on the GPU");
         if let Ok(name) = std::env::var("FUSED_MOE_BENCH_PATH") {
-            let path = ExpertPath::ALL
-                .into_iter()
-                .find(|p| p.name() == name)
-                .unwrap_or_else(|| {
-                    panic!("FUSED_MOE_BENCH_PATH={name}: expected per-pair, grouped-decode or grouped-prefill")
-                });
+            let path = ExpertPath::from_name(&name).unwrap_or_else(|| {
+                let names: Vec<_> = ExpertPath::ALL.iter().map(|p| p.name()).collect();
+                panic!("FUSED_MOE_BENCH_PATH={name}: expected one of {names:?}")
+            });
             layer.set_expert_path(Some(path)).expect("forced path");
         }
         let x = random_bf16(MAX_TOKENS * h, 1.0, 3);

@@ -29,8 +29,8 @@
 // (plan::check_tokens); expert base offsets are formed in int64 (E·2I·H exceeds 2^31 for
 // gpt-oss-120b); 1-D block of kThreads threads. Expert ids come from fmoe_route_topk_bf16; an
 // id outside [0, E) (a caller bug) yields NaN outputs instead of an out-of-bounds read.
-// This is the simple first version: one (token, slot) per block on CUDA cores. Tensor cores,
-// tokens grouped by expert and a decode path come later (issue 4).
+// One (token, slot) per block on CUDA cores: the `per-pair` path, for the shapes the grouped
+// tensor-core kernels (grouped_experts*.cu) cannot take (H or I not a multiple of 8).
 #include "fused_moe.h"
 #include "common/entry.cuh"
 #include "common/macros.cuh"

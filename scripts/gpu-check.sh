@@ -184,8 +184,13 @@ stage_determinism() {
   local bins=$1 logs=$2 rc=0 path run
   local dir=$logs/determinism
   mkdir -p "$dir"
-  # Every expert path: each has its own kernels and its own order of accumulation.
-  for path in per-pair grouped-decode grouped-prefill; do
+  # Every expert path the GPU runs: each has its own kernels and its own order of accumulation
+  # (the wgmma path only on compute capability 9.0, the only target its PTX loads on).
+  local paths="per-pair grouped-decode grouped-prefill"
+  if "$bins/fused-moe" info 2>/dev/null | grep -q 'compute capability 9\.0'; then
+    paths+=" grouped-prefill-sm90a"
+  fi
+  for path in $paths; do
     for run in 1 2; do
       echo "+ fused-moe run --preset gpt-oss-20b --tokens 64 --backend cuda --path $path --check --output $dir/$path.$run.safetensors"
       if ! "$bins/fused-moe" run --preset gpt-oss-20b --tokens 64 --backend cuda --path "$path" \

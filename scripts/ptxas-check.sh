@@ -10,6 +10,9 @@
 #                                           scripts/install-cuda-toolkit.sh --print-home)
 #   PTXAS_ARCHS="80 90 100" scripts/ptxas-check.sh
 #
+# Files named *_sm90a.cu (the wgmma kernels) are compiled for compute_90a and assembled for
+# sm_90a only, as build.rs does (architecture-specific PTX assembles for nothing else).
+#
 # The PTX is regenerated here rather than taken from target/ (which may hold stale builds);
 # keep the nvcc flags below in step with build_ptx() in build.rs.
 set -euo pipefail
@@ -28,6 +31,7 @@ reg_budgets='
 fmoe_route_topk_bf16          128  routing: 2 blocks x 256 threads per SM (launch_bounds(256,2)), 8 tokens per block
 fmoe_expert_gemm[12]_bf16     128  per-pair GEMMs: 2 blocks x 256 threads per SM (launch_bounds(256,2))
 fmoe_grouped_gemm*_decode_*   128  grouped decode: 4 blocks x 128 threads per SM, what keeps enough weight bytes in flight
+fmoe_grouped_gemm*_prefill_sm90a_* 168  sm_90a prefill: 1 block x 384 threads per SM (160 KiB of shared memory each), 64 accumulators per thread
 fmoe_grouped_gemm*_prefill_*  168  grouped prefill: 3 blocks x 128 threads per SM
 emu_*                         255  test probes (kernels/testing/): speed does not matter, only no spill
 fmoe_*_probe                  255  test probes (kernels/testing/): speed does not matter, only no spill
@@ -82,21 +86,27 @@ if [ ${#sources[@]} -eq 0 ]; then
   exit 1
 fi
 
+# file_cap STEM / file_archs STEM: PTX target and architectures of a kernel file (build.rs
+# file_arch()).
+file_cap() { if [[ $1 == *_sm90a ]]; then echo 90a; else echo "$cap"; fi; }
+file_archs() { if [[ $1 == *_sm90a ]]; then echo 90a; else echo "$archs"; fi; }
+
 failed=0
 rows=()
 for src in "${sources[@]}"; do
   stem=$(basename "$src" .cu)
   ptx=$work/$stem.ptx
-  if ! "$nvcc" --ptx "-arch=compute_$cap" -O3 -std=c++17 -lineinfo -Ikernels \
+  fcap=$(file_cap "$stem")
+  if ! "$nvcc" --ptx "-arch=compute_$fcap" -O3 -std=c++17 -lineinfo -Ikernels \
       --Werror all-warnings -o "$ptx" "$src" >"$work/$stem.nvcc.log" 2>&1; then
     echo "FAIL nvcc $src:" >&2
     cat "$work/$stem.nvcc.log" >&2
     failed=1
     continue
   fi
-  for arch in $archs; do
-    if [ "${arch%%[!0-9]*}" -lt "${cap%%[!0-9]*}" ]; then
-      echo "note: sm_$arch skipped for $stem (PTX is compute_$cap)"
+  for arch in $(file_archs "$stem"); do
+    if [ "${arch%%[!0-9]*}" -lt "${fcap%%[!0-9]*}" ]; then
+      echo "note: sm_$arch skipped for $stem (PTX is compute_$fcap)"
       continue
     fi
     log=$work/$stem.sm_$arch.log
@@ -160,11 +170,11 @@ for src in "${sources[@]}"; do
   done
 done
 
-printf '\n%-16s %-36s %-6s %5s %12s %11s %6s %10s %10s\n' \
+printf '\n%-22s %-40s %-7s %5s %12s %11s %6s %10s %10s\n' \
   file kernel arch regs spill-stores spill-loads stack smem-bytes reg-budget
 for r in "${rows[@]}"; do
   IFS=$'\t' read -r f n a regs st ld stack smem budget <<<"$r"
-  printf '%-16s %-36s %-6s %5s %12s %11s %6s %10s %10s\n' "$f" "$n" "$a" "$regs" "$st" "$ld" "$stack" "$smem" "$budget"
+  printf '%-22s %-40s %-7s %5s %12s %11s %6s %10s %10s\n' "$f" "$n" "$a" "$regs" "$st" "$ld" "$stack" "$smem" "$budget"
 done
 echo
 if [ "$failed" != 0 ]; then

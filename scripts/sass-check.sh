@@ -10,14 +10,16 @@
 # sm_90, disassembles it with `cuobjdump -sass`, splits the listing at each `Function : NAME`
 # header and counts, per kernel and architecture:
 #   HMMA        HMMA.16816.F32.BF16, the bf16 tensor-core mma (mma.sync.m16n8k16)
+#   HGMMA       HGMMA.*.BF16, Hopper's warpgroup mma (wgmma.mma_async, sm_90a only)
 #   LDSM        LDSM.*, ldmatrix
 #   LDGSTS.128  LDGSTS.*.128 (LDGSTS.E.BYPASS.128 / LDGSTS.E.128), 16-byte cp.async
 #   LDG.E.128   LDG.*.128, 16-byte global loads into registers
 # and fails when a kernel lacks an instruction its line in SASS_RULES below requires, or when
 # a line of SASS_RULES matches no kernel at all (a renamed kernel must not pass by vanishing).
 #
-# Not checked: sm_90a wgmma (HGMMA) and TMA. The kernels use mma.sync on every architecture;
-# a Hopper-specific path is not implemented, so there is nothing to assert for it.
+# Files named *_sm90a.cu (the wgmma kernels) are compiled for compute_90a and assembled for
+# sm_90a only, as build.rs does; the other files for every architecture of SASS_ARCHS. TMA is
+# not checked: no kernel uses it.
 #
 #   scripts/sass-check.sh                          (needs CUDA_HOME or NVCC, e.g. from
 #                                                   scripts/install-cuda-toolkit.sh --print-home)
@@ -34,8 +36,9 @@ set -euo pipefail
 # classes (column names above) that every kernel it matches must contain at least once, then
 # why. Kernels no line matches are listed but not checked.
 sass_rules='
-fmoe_grouped_gemm*   HMMA LDSM LDGSTS.128   grouped GEMMs: tensor cores, fragments by ldmatrix, weights staged by 16-byte cp.async
-fmoe_expert_gemm*    LDG.E.128              per-pair GEMMs: the vector path loads 8 bf16 per instruction
+fmoe_grouped_gemm*_sm90a_*  HGMMA LDGSTS.128       sm_90a grouped GEMMs: warpgroup tensor cores, operands staged by 16-byte cp.async
+fmoe_grouped_gemm*          HMMA LDSM LDGSTS.128   grouped GEMMs: tensor cores, fragments by ldmatrix, weights staged by 16-byte cp.async
+fmoe_expert_gemm*           LDG.E.128              per-pair GEMMs: the vector path loads 8 bf16 per instruction
 '
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -101,13 +104,20 @@ fi
 echo "sass-check: $("$nvcc" --version | grep release) ; PTX compute_$cap ; SASS for: $archs"
 echo "sources: ${sources[*]}"
 
-# counts FILE.sass: one line per kernel, "NAME<TAB>HMMA<TAB>LDSM<TAB>LDGSTS128<TAB>LDG128".
+# file_cap STEM / file_archs STEM: the PTX target and the architectures of a kernel file (build.rs
+# file_arch(): *_sm90a files are compute_90a, assembled for sm_90a only).
+file_cap() { if [[ $1 == *_sm90a ]]; then echo 90a; else echo "$cap"; fi; }
+file_archs() { if [[ $1 == *_sm90a ]]; then echo 90a; else echo "$archs"; fi; }
+# rule_archs PATTERN: the architectures a rule must match a kernel on.
+rule_archs() { if [[ $1 == *sm90a* ]]; then echo 90a; else echo "$archs"; fi; }
+
+# counts FILE.sass: one line per kernel, "NAME<TAB>HMMA<TAB>LDSM<TAB>LDGSTS128<TAB>LDG128<TAB>HGMMA".
 # An instruction line of `cuobjdump -sass` is `/*0a40*/  [@!P0 ] OPCODE operands ;  /* enc */`
 # (the second encoding word is on a line of its own, with no address, and is skipped).
 counts() {
   awk '
     function flush() {
-      if (name != "") print name "\t" hmma "\t" ldsm "\t" ldgsts "\t" ldg
+      if (name != "") print name "\t" hmma "\t" ldsm "\t" ldgsts "\t" ldg "\t" hgmma
     }
     # has128(op): op has a ".128" component (the access width), e.g. LDG.E.128.CONSTANT.
     function has128(op,   n, parts, i) {
@@ -117,7 +127,7 @@ counts() {
     }
     /Function : / {
       flush()
-      name = $NF; hmma = 0; ldsm = 0; ldgsts = 0; ldg = 0
+      name = $NF; hmma = 0; ldsm = 0; ldgsts = 0; ldg = 0; hgmma = 0
       next
     }
     name != "" && match($0, /^[ \t]*\/\*[0-9a-f]+\*\/[ \t]+/) {
@@ -126,6 +136,7 @@ counts() {
       split(rest, w, /[ \t;]+/)
       op = w[1]
       if (op == "HMMA.16816.F32.BF16") hmma++
+      else if (op ~ /^HGMMA\./ && op ~ /BF16/) hgmma++
       else if (op ~ /^LDSM(\.|$)/) ldsm++
       else if (op ~ /^LDGSTS\./ && has128(op)) ldgsts++
       else if (op ~ /^LDG\./ && has128(op)) ldg++
@@ -144,7 +155,7 @@ rule_for() {
       req=""
       for w in $rest; do
         case "$w" in
-          HMMA | LDSM | LDGSTS.128 | LDG.E.128) req+="$w " ;;
+          HMMA | HGMMA | LDSM | LDGSTS.128 | LDG.E.128) req+="$w " ;;
           *) break ;; # the reason starts
         esac
       done
@@ -160,16 +171,17 @@ declare -A rule_hits=()
 for src in "${sources[@]}"; do
   stem=$(basename "$src" .cu)
   ptx=$work/$stem.ptx
-  if ! "$nvcc" --ptx "-arch=compute_$cap" -O3 -std=c++17 -lineinfo -Ikernels \
+  fcap=$(file_cap "$stem")
+  if ! "$nvcc" --ptx "-arch=compute_$fcap" -O3 -std=c++17 -lineinfo -Ikernels \
       -o "$ptx" "$src" >"$work/$stem.nvcc.log" 2>&1; then
     echo "FAIL nvcc $src:" >&2
     cat "$work/$stem.nvcc.log" >&2
     failed=1
     continue
   fi
-  for arch in $archs; do
-    if [ "${arch%%[!0-9]*}" -lt "${cap%%[!0-9]*}" ]; then
-      echo "note: sm_$arch skipped for $stem (PTX is compute_$cap)"
+  for arch in $(file_archs "$stem"); do
+    if [ "${arch%%[!0-9]*}" -lt "${fcap%%[!0-9]*}" ]; then
+      echo "note: sm_$arch skipped for $stem (PTX is compute_$fcap)"
       continue
     fi
     cubin=$work/$stem.sm_$arch.cubin
@@ -187,7 +199,7 @@ for src in "${sources[@]}"; do
       continue
     fi
     found=0
-    while IFS=$'\t' read -r name hmma ldsm ldgsts ldg; do
+    while IFS=$'\t' read -r name hmma ldsm ldgsts ldg hgmma; do
       found=1
       rule=$(rule_for "$name")
       pattern=${rule%%$'\t'*}
@@ -202,6 +214,7 @@ for src in "${sources[@]}"; do
         for req in $required; do
           case "$req" in
             HMMA) n=$hmma what="HMMA.16816.F32.BF16 (bf16 mma.sync m16n8k16)" ;;
+            HGMMA) n=$hgmma what="HGMMA.*.BF16 (bf16 wgmma.mma_async)" ;;
             LDSM) n=$ldsm what="LDSM (ldmatrix)" ;;
             LDGSTS.128) n=$ldgsts what="LDGSTS.*.128 (16-byte cp.async global->shared)" ;;
             LDG.E.128) n=$ldg what="LDG.E.128 (16-byte global load)" ;;
@@ -216,7 +229,7 @@ for src in "${sources[@]}"; do
           failed=1
         fi
       fi
-      rows+=("$stem"$'\t'"$name"$'\t'"sm_$arch"$'\t'"$hmma"$'\t'"$ldsm"$'\t'"$ldgsts"$'\t'"$ldg"$'\t'"${required// /,}"$'\t'"$result")
+      rows+=("$stem"$'\t'"$name"$'\t'"sm_$arch"$'\t'"$hmma"$'\t'"$hgmma"$'\t'"$ldsm"$'\t'"$ldgsts"$'\t'"$ldg"$'\t'"${required// /,}"$'\t'"$result")
     done < <(counts "$sass")
     if [ "$found" = 0 ]; then
       echo "note: $stem has no kernel for sm_$arch (no 'Function :' header in cuobjdump -sass)"
@@ -228,8 +241,8 @@ done
 # source list without it) would pass unseen.
 while read -r pattern _; do
   [ -n "$pattern" ] || continue
-  for arch in $archs; do
-    if [ "${arch%%[!0-9]*}" -lt "${cap%%[!0-9]*}" ]; then continue; fi
+  for arch in $(rule_archs "$pattern"); do
+    if [[ $pattern != *sm90a* ]] && [ "${arch%%[!0-9]*}" -lt "${cap%%[!0-9]*}" ]; then continue; fi
     if [ -z "${rule_hits["$pattern sm_$arch"]:-}" ]; then
       echo "FAIL rule '$pattern' matched no kernel for sm_$arch (renamed kernel, or not in the sources?)" >&2
       failed=1
@@ -237,12 +250,12 @@ while read -r pattern _; do
   done
 done <<<"$sass_rules"
 
-printf '\n%-16s %-34s %-6s %5s %5s %10s %9s  %-26s %s\n' \
-  file kernel arch HMMA LDSM LDGSTS.128 LDG.E.128 required result
+printf '\n%-22s %-38s %-7s %5s %5s %5s %10s %9s  %-26s %s\n' \
+  file kernel arch HMMA HGMMA LDSM LDGSTS.128 LDG.E.128 required result
 for r in "${rows[@]}"; do
-  IFS=$'\t' read -r f n a hmma ldsm ldgsts ldg req res <<<"$r"
-  printf '%-16s %-34s %-6s %5s %5s %10s %9s  %-26s %s\n' \
-    "$f" "$n" "$a" "$hmma" "$ldsm" "$ldgsts" "$ldg" "$req" "$res"
+  IFS=$'\t' read -r f n a hmma hgmma ldsm ldgsts ldg req res <<<"$r"
+  printf '%-22s %-38s %-7s %5s %5s %5s %10s %9s  %-26s %s\n' \
+    "$f" "$n" "$a" "$hmma" "$hgmma" "$ldsm" "$ldgsts" "$ldg" "$req" "$res"
 done
 echo
 if [ "$failed" != 0 ]; then

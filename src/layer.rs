@@ -45,6 +45,10 @@ pub trait Executor {
     fn len<T: Element>(&self, buf: &Self::Buffer<T>) -> usize;
     /// The address of a buffer as the kernels see it (device pointer or host pointer).
     fn address<T: Element>(&self, buf: &Self::Buffer<T>) -> u64;
+    /// Whether this executor runs the kernels built for compute_90a only
+    /// ([`KernelId::needs_sm90a`](crate::plan::KernelId::needs_sm90a)): a compute capability 9.0
+    /// GPU does, and so does the emulator, which runs every kernel.
+    fn runs_sm90a(&self) -> bool;
     /// Runs one launch (asynchronously where the executor allows).
     ///
     /// # Safety
@@ -202,6 +206,16 @@ impl<X: Executor> MoeLayer<X> {
     /// this layer's shape.
     pub fn set_expert_path(&mut self, path: Option<ExpertPath>) -> Result<()> {
         if let Some(p) = path {
+            if p.needs_sm90a() && !self.exec.runs_sm90a() {
+                return Err(Error::arg(
+                    "path",
+                    format!(
+                        "a path this {} executor runs ({p} needs a compute capability 9.0 GPU)",
+                        self.exec.name()
+                    ),
+                    p,
+                ));
+            }
             if !p.supports(&self.config) {
                 return Err(Error::arg(
                     "path",
@@ -220,7 +234,7 @@ impl<X: Executor> MoeLayer<X> {
     /// The expert path a forward over `tokens` tokens takes.
     pub fn expert_path(&self, tokens: usize) -> ExpertPath {
         self.path
-            .unwrap_or_else(|| plan::select_path(&self.config, tokens))
+            .unwrap_or_else(|| plan::select_path(&self.config, tokens, self.exec.runs_sm90a()))
     }
 
     /// Checks `tokens` against the workspace capacity.

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fused_moe::backends::emulated::{EmuOptions, EmulatedExecutor};
-use fused_moe::plan::{self, ExpertPath};
+use fused_moe::plan::ExpertPath;
 use fused_moe::{checkpoint, reference, MoeConfig, MoeLayer, MoeOutput, MoeWeights};
 use half::bf16;
 use safetensors::{Dtype, SafeTensors};
@@ -54,6 +54,9 @@ enum PathArg {
     GroupedDecode,
     /// Tensor-core grouped GEMMs, 128 weight rows × 64 tokens per block.
     GroupedPrefill,
+    /// The prefill GEMMs on Hopper's wgmma, 192 weight rows × 128 tokens per block (compute
+    /// capability 9.0 GPUs and the emulator).
+    GroupedPrefillSm90a,
 }
 
 impl PathArg {
@@ -63,6 +66,7 @@ impl PathArg {
             PathArg::PerPair => Some(ExpertPath::PerPair),
             PathArg::GroupedDecode => Some(ExpertPath::GroupedDecode),
             PathArg::GroupedPrefill => Some(ExpertPath::GroupedPrefill),
+            PathArg::GroupedPrefillSm90a => Some(ExpertPath::GroupedPrefillSm90a),
         }
     }
 }
@@ -187,15 +191,12 @@ fn run(args: RunArgs) -> Result<()> {
     let tokens = x.len() / cfg.hidden;
     let repeat = args.repeat as usize;
     let path = args.path.path();
-    let path_note = match backend {
-        BackendArg::Emulated | BackendArg::Cuda => format!(
-            ", path {}",
-            path.unwrap_or_else(|| plan::select_path(&cfg, tokens))
-        ),
-        _ => String::new(),
-    };
-    let (out, per_forward) = match backend {
-        BackendArg::Reference => time(repeat, || reference::forward(&weights, &x))?,
+    // The timing line names the expert path the layer took (the kernel backends only).
+    let (out, per_forward, path_note) = match backend {
+        BackendArg::Reference => {
+            let (out, per) = time(repeat, || reference::forward(&weights, &x))?;
+            (out, per, String::new())
+        }
         BackendArg::Emulated => {
             let mut layer = MoeLayer::new(
                 EmulatedExecutor::new(EmuOptions::from_env()?),
@@ -203,7 +204,8 @@ fn run(args: RunArgs) -> Result<()> {
                 tokens,
             )?;
             layer.set_expert_path(path)?;
-            time(repeat, || layer.forward_host(&x))?
+            let (out, per) = time(repeat, || layer.forward_host(&x))?;
+            (out, per, format!(", path {}", layer.expert_path(tokens)))
         }
         BackendArg::Cuda => run_cuda(&weights, &x, tokens, repeat, path)?,
         BackendArg::Auto => unreachable!("resolved above"),
@@ -281,7 +283,7 @@ fn run_cuda(
     tokens: usize,
     repeat: usize,
     path: Option<ExpertPath>,
-) -> Result<(MoeOutput, Duration)> {
+) -> Result<(MoeOutput, Duration, String)> {
     let mut layer = fused_moe::backends::cuda::CudaMoe::new(
         fused_moe::backends::cuda::CudaExecutor::new(0)?,
         weights,
@@ -290,7 +292,7 @@ fn run_cuda(
     layer.set_expert_path(path)?;
     let out = layer.forward_host(x)?;
     let per = fused_moe::backends::cuda::time_forward(&mut layer, x, repeat)?;
-    Ok((out, per))
+    Ok((out, per, format!(", path {}", layer.expert_path(tokens))))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -300,7 +302,7 @@ fn run_cuda(
     _: usize,
     _: usize,
     _: Option<ExpertPath>,
-) -> Result<(MoeOutput, Duration)> {
+) -> Result<(MoeOutput, Duration, String)> {
     bail!("--backend cuda needs a build with `--features cuda`")
 }
 

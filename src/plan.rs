@@ -27,11 +27,17 @@ pub enum KernelId {
     GroupedGemm1Prefill,
     /// `grouped_experts.cu`: tensor-core GEMM2 + b2 + weight + combine, prefill tiles.
     GroupedGemm2Prefill,
+    /// `grouped_experts_sm90a.cu`: GEMM1 + b1 + activation on Hopper's wgmma, prefill tiles
+    /// (compute capability 9.0 only).
+    GroupedGemm1PrefillSm90a,
+    /// `grouped_experts_sm90a.cu`: GEMM2 + b2 + weight + combine on wgmma, prefill tiles
+    /// (compute capability 9.0 only).
+    GroupedGemm2PrefillSm90a,
 }
 
 impl KernelId {
     /// Every kernel, in forward order.
-    pub const ALL: [KernelId; 7] = [
+    pub const ALL: [KernelId; 9] = [
         KernelId::RouteTopK,
         KernelId::ExpertGemm1,
         KernelId::ExpertGemm2,
@@ -39,6 +45,8 @@ impl KernelId {
         KernelId::GroupedGemm2Decode,
         KernelId::GroupedGemm1Prefill,
         KernelId::GroupedGemm2Prefill,
+        KernelId::GroupedGemm1PrefillSm90a,
+        KernelId::GroupedGemm2PrefillSm90a,
     ];
 
     /// The `extern "C"` symbol of the kernel (PTX entry point and emulator entry suffix).
@@ -51,6 +59,8 @@ impl KernelId {
             KernelId::GroupedGemm2Decode => "fmoe_grouped_gemm2_decode_bf16",
             KernelId::GroupedGemm1Prefill => "fmoe_grouped_gemm1_prefill_bf16",
             KernelId::GroupedGemm2Prefill => "fmoe_grouped_gemm2_prefill_bf16",
+            KernelId::GroupedGemm1PrefillSm90a => "fmoe_grouped_gemm1_prefill_sm90a_bf16",
+            KernelId::GroupedGemm2PrefillSm90a => "fmoe_grouped_gemm2_prefill_sm90a_bf16",
         }
     }
 
@@ -59,8 +69,18 @@ impl KernelId {
         match self {
             KernelId::RouteTopK => "routing",
             KernelId::ExpertGemm1 | KernelId::ExpertGemm2 => "experts",
+            KernelId::GroupedGemm1PrefillSm90a | KernelId::GroupedGemm2PrefillSm90a => {
+                "grouped_experts_sm90a"
+            }
             _ => "grouped_experts",
         }
+    }
+
+    /// Whether the kernel is built for the architecture-specific `compute_90a` target only
+    /// (every `*_sm90a.cu` file): it runs on compute capability 9.0 devices (H100, H200) and
+    /// nowhere else. The emulator runs it anyway.
+    pub fn needs_sm90a(self) -> bool {
+        self.module().ends_with("_sm90a")
     }
 }
 
@@ -210,23 +230,46 @@ pub enum ExpertPath {
     /// `grouped_experts.cu`, prefill tiles (128 weight rows × 64 tokens): for large batches
     /// where the expert GEMMs are compute bound.
     GroupedPrefill,
+    /// `grouped_experts_sm90a.cu`: the prefill path on Hopper's warpgroup tensor cores (wgmma,
+    /// 192 weight rows × 128 tokens per block). Compute capability 9.0 only.
+    GroupedPrefillSm90a,
 }
 
 impl ExpertPath {
     /// Every path.
-    pub const ALL: [ExpertPath; 3] = [
+    pub const ALL: [ExpertPath; 4] = [
         ExpertPath::PerPair,
         ExpertPath::GroupedDecode,
         ExpertPath::GroupedPrefill,
+        ExpertPath::GroupedPrefillSm90a,
     ];
 
-    /// Short name (`per-pair`, `grouped-decode`, `grouped-prefill`).
+    /// Short name (`per-pair`, `grouped-decode`, `grouped-prefill`, `grouped-prefill-sm90a`).
     pub fn name(self) -> &'static str {
         match self {
             ExpertPath::PerPair => "per-pair",
             ExpertPath::GroupedDecode => "grouped-decode",
             ExpertPath::GroupedPrefill => "grouped-prefill",
+            ExpertPath::GroupedPrefillSm90a => "grouped-prefill-sm90a",
         }
+    }
+
+    /// The path named `name` (as [`ExpertPath::name`] spells it).
+    pub fn from_name(name: &str) -> Option<ExpertPath> {
+        ExpertPath::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether the path's kernels need a compute capability 9.0 device ([`KernelId::needs_sm90a`]).
+    pub fn needs_sm90a(self) -> bool {
+        self.kernels()[0].needs_sm90a()
+    }
+
+    /// The paths an executor runs: all of them when it runs compute_90a kernels
+    /// ([`Executor::runs_sm90a`](crate::Executor::runs_sm90a)), else all but the sm_90a ones.
+    pub fn runnable(sm90a: bool) -> impl Iterator<Item = ExpertPath> {
+        ExpertPath::ALL
+            .into_iter()
+            .filter(move |p| sm90a || !p.needs_sm90a())
     }
 
     /// The GEMM1 and GEMM2 kernels of the path.
@@ -239,6 +282,10 @@ impl ExpertPath {
             ExpertPath::GroupedPrefill => {
                 [KernelId::GroupedGemm1Prefill, KernelId::GroupedGemm2Prefill]
             }
+            ExpertPath::GroupedPrefillSm90a => [
+                KernelId::GroupedGemm1PrefillSm90a,
+                KernelId::GroupedGemm2PrefillSm90a,
+            ],
         }
     }
 
@@ -251,12 +298,19 @@ impl ExpertPath {
         }
     }
 
-    /// (weight rows, tokens) of one block tile of a grouped path.
-    fn tile(self) -> Option<(u32, u32)> {
+    /// (weight rows, tokens, threads, dynamic shared memory bytes) of one block of a grouped
+    /// path.
+    fn tile(self) -> Option<(u32, u32, u32, u32)> {
         match self {
             ExpertPath::PerPair => None,
-            ExpertPath::GroupedDecode => Some((DECODE_BM, DECODE_BN)),
-            ExpertPath::GroupedPrefill => Some((PREFILL_BM, PREFILL_BN)),
+            ExpertPath::GroupedDecode => Some((DECODE_BM, DECODE_BN, GROUPED_THREADS, 0)),
+            ExpertPath::GroupedPrefill => Some((PREFILL_BM, PREFILL_BN, GROUPED_THREADS, 0)),
+            ExpertPath::GroupedPrefillSm90a => Some((
+                PREFILL_SM90A_BM,
+                PREFILL_SM90A_BN,
+                PREFILL_SM90A_THREADS,
+                PREFILL_SM90A_SMEM,
+            )),
         }
     }
 }
@@ -278,21 +332,30 @@ pub const DECODE_MAX_ROWS_PER_EXPERT: usize = 8;
 
 /// The path the heuristic picks for `tokens` tokens: per-pair when H or I is not a multiple of
 /// 8; else grouped-decode while T·k ≤ 8·E (an average expert's rows fit one 8-token tile), else
-/// grouped-prefill. Depends on the shapes only, never on timings or the routing outcome.
-pub fn select_path(config: &MoeConfig, tokens: usize) -> ExpertPath {
+/// the prefill tiles — on wgmma (grouped-prefill-sm90a) when `sm90a` says the executor runs
+/// compute_90a kernels (a compute capability 9.0 GPU, or the emulator), else grouped-prefill.
+/// Depends on the shapes and the device only, never on timings or the routing outcome.
+pub fn select_path(config: &MoeConfig, tokens: usize, sm90a: bool) -> ExpertPath {
     if !ExpertPath::GroupedDecode.supports(config) {
         ExpertPath::PerPair
     } else if tokens * config.top_k <= DECODE_MAX_ROWS_PER_EXPERT * config.experts {
         ExpertPath::GroupedDecode
+    } else if sm90a {
+        ExpertPath::GroupedPrefillSm90a
     } else {
         ExpertPath::GroupedPrefill
     }
 }
 
 /// The launches of one forward over `tokens` tokens, in order, on the path [`select_path`]
-/// picks. Empty when `tokens == 0`.
-pub fn forward_plan(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> Result<ForwardPlan> {
-    forward_plan_with(config, tokens, b, select_path(config, tokens))
+/// picks (`sm90a` as there). Empty when `tokens == 0`.
+pub fn forward_plan(
+    config: &MoeConfig,
+    tokens: usize,
+    b: &ForwardBuffers,
+    sm90a: bool,
+) -> Result<ForwardPlan> {
+    forward_plan_with(config, tokens, b, select_path(config, tokens, sm90a))
 }
 
 /// As [`forward_plan`], on a given path; an error if the path cannot run this shape.
@@ -460,6 +523,12 @@ pub const DECODE_BN: u32 = 8;
 /// grouped_experts.cu prefill tiles: weight rows × tokens per block (`Prefill`).
 pub const PREFILL_BM: u32 = 128;
 pub const PREFILL_BN: u32 = 64;
+/// grouped_experts_sm90a.cu: threads per block (3 warpgroups), weight rows × tokens per block,
+/// and its dynamic shared memory (a 4-slot ring of 40 KiB k-steps).
+pub const PREFILL_SM90A_THREADS: u32 = 384;
+pub const PREFILL_SM90A_BM: u32 = 192;
+pub const PREFILL_SM90A_BN: u32 = 128;
+pub const PREFILL_SM90A_SMEM: u32 = 160 * 1024;
 /// grouped_experts.cu: output columns per combine counter (`kCombineTile`); the smallest BM.
 pub const COMBINE_TILE: u32 = 64;
 
@@ -474,7 +543,9 @@ pub fn grouped_launch(
     path: ExpertPath,
     gemm: usize,
 ) -> Launch {
-    let (bm, bn) = path.tile().unwrap_or((PREFILL_BM, PREFILL_BN));
+    let (bm, bn, threads, smem) =
+        path.tile()
+            .unwrap_or((PREFILL_BM, PREFILL_BN, GROUPED_THREADS, 0));
     let pairs = tokens * config.top_k;
     let tiles = pairs.div_ceil(bn as usize) + config.experts.min(pairs);
     let (columns, per_tile) = if gemm == 0 {
@@ -486,8 +557,8 @@ pub fn grouped_launch(
         kernel: path.kernels()[gemm.min(1)],
         dims: LaunchDims {
             grid: [grid_x(tiles), column_tiles(columns, per_tile), 1],
-            block: [GROUPED_THREADS, 1, 1],
-            shared_mem_bytes: 0,
+            block: [threads, 1, 1],
+            shared_mem_bytes: smem,
         },
         params: KernelParams::Expert(expert_params(config, tokens, b)),
     }

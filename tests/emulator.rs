@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::fragments::{ProbeInputs, ProbeParams, POISON_U32};
+use common::fragments::{
+    wgmma_probe_cases, ProbeInputs, ProbeParams, WgmmaProbe, WgmmaProbeParams, POISON_U32,
+};
 use fused_moe::backends::emulated::runtime::{
     launch_count, launch_entry, EmuEntry, EmuOptions, EmuStats, FmoeEmuLaunch, FmoeEmuReport,
 };
@@ -55,6 +57,7 @@ extern "C" {
     fn fmoe_emu_emu_test_cp_async(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_emu_test_convert(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_fragment_probe(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
+    fn fmoe_emu_fmoe_wgmma_probe(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_emu_test_stack(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_oob_probe(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
 }
@@ -1272,6 +1275,84 @@ fn fragment_probe_matches_ptx_layouts() {
         "mma + syncwarp + 6 ldmatrix per warp"
     );
     inputs.check(&d, &ldm);
+}
+
+/// Runs wgmma_probe_sm90a.cu on `probe` in `mode`; returns (d_out, desc_out) or the emulator's
+/// error.
+fn run_wgmma_probe(probe: &WgmmaProbe, mode: i32) -> fused_moe::Result<(Vec<f32>, Vec<u64>)> {
+    let (mut a, mut b, mut d_in, mut desc_in) = (
+        probe.a_image.clone(),
+        probe.b_image.clone(),
+        probe.d_in.clone(),
+        probe.desc_in.clone(),
+    );
+    let mut d_out = vec![f32::NAN; probe.d_len()];
+    let mut desc_out = vec![0u64; 4];
+    let p = WgmmaProbeParams {
+        mode,
+        ..probe.params([
+            addr(&mut a),
+            addr(&mut b),
+            addr(&mut d_in),
+            addr(&mut d_out),
+            addr(&mut desc_in),
+            addr(&mut desc_out),
+        ])
+    };
+    run(
+        fmoe_emu_fmoe_wgmma_probe,
+        "fmoe_wgmma_probe",
+        dims([1, 1, 1], [128, 1, 1], probe.smem_bytes()),
+        &p,
+        &opts(1),
+    )?;
+    Ok((d_out, desc_out))
+}
+
+/// wgmma.mma_async m64n128k16 (kernels/common/wgmma.cuh): operands placed by the descriptor's
+/// LBO/SBO, the accumulator register layout, scale-d and the descriptor packing, as the PTX ISA
+/// gives them (tests/common/fragments.rs; the GPU suite runs the same cases on an sm_90 GPU).
+#[test]
+fn wgmma_probe_matches_ptx_layouts() {
+    for probe in wgmma_probe_cases() {
+        let (d, desc) = run_wgmma_probe(&probe, 0).unwrap();
+        probe.check(&d, &desc);
+    }
+}
+
+/// The emulator defers a wgmma to the wait that retires it, as the hardware may: registers
+/// read before wgmma_wait still hold the old accumulators; a thread that exits with a wgmma in
+/// flight, a warp whose lanes pass different descriptors, and shared-memory operands written
+/// while a wgmma that reads them is in flight (a store, or a cp.async) are errors.
+#[test]
+fn wgmma_misuse_is_visible() {
+    let probe = &wgmma_probe_cases()[0];
+    let (early, _) = run_wgmma_probe(probe, 1).unwrap();
+    assert_eq!(
+        early, probe.d_in,
+        "registers read before wgmma_wait must be the old ones"
+    );
+    for (mode, want) in [
+        (
+            2,
+            "exited with 1 wgmma.mma_async operation(s) of its warp not waited for",
+        ),
+        (
+            3,
+            "wgmma.mma_async: lane 5 passed other operands than lane 0",
+        ),
+        (
+            4,
+            "the shared memory it reads changed between its issue and the wgmma.wait_group",
+        ),
+        (
+            5,
+            "cp.async writes shared memory that an in-flight wgmma.mma_async of warp 0 reads",
+        ),
+    ] {
+        let msg = emu_message(run_wgmma_probe(probe, mode));
+        assert!(msg.contains(want), "mode {mode}: {msg}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@
 
 mod common;
 
-use common::fragments::{ProbeInputs, ProbeParams, POISON_U32};
+use common::fragments::{
+    wgmma_probe_cases, ProbeInputs, ProbeParams, WgmmaProbeParams, POISON_U32,
+};
 use common::{assert_close, gpu, rng, to_f32, BF16_MAX_TOL, BF16_RMS_TOL};
 use cudarc::driver::{
     sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
@@ -65,15 +67,21 @@ fn probe_of_a_missing_device_is_an_error() {
     assert!(matches!(err, Error::Cuda(_)), "{err:?}");
 }
 
-/// The PTX built by build.rs is embedded for every kernel, for the recorded architecture, in a
-/// PTX ISA version the pinned driver generation (580, CUDA 13.0: ISA ≤ 9.0) can load.
+/// The PTX built by build.rs is embedded for every kernel, for the recorded architecture
+/// (sm_90a for the `*_sm90a` files), in a PTX ISA version the pinned driver generation (580,
+/// CUDA 13.0: ISA ≤ 9.0) can load.
 #[test]
 fn embedded_ptx_has_every_kernel_for_the_build_arch() {
     let arch = build_info::PTX_ARCH.expect("FUSED_MOE_PTX_ARCH is set by build.rs with `cuda`");
     let nvcc = build_info::NVCC_VERSION.expect("FUSED_MOE_NVCC_VERSION is set by build.rs");
     assert!(nvcc.contains("release"), "nvcc version line: {nvcc}");
-    let target = format!(".target {}", arch.replace("compute_", "sm_"));
+    let build_target = format!(".target {}", arch.replace("compute_", "sm_"));
     for id in KernelId::ALL {
+        let target = if id.needs_sm90a() {
+            ".target sm_90a".to_string()
+        } else {
+            build_target.clone()
+        };
         let (_, text) = ptx::ALL
             .iter()
             .find(|(m, _)| *m == id.module())
@@ -432,7 +440,7 @@ fn every_path_matches_the_reference_on_device_memory() {
         for t in [1usize, 8, 70] {
             let x = &x_all[..t * h];
             let mut grouped = Vec::new();
-            for path in ExpertPath::ALL {
+            for path in ExpertPath::runnable(exec.runs_sm90a()) {
                 assert!(path.supports(&c), "{path} must run {c:?}");
                 layer.set_expert_path(Some(path)).unwrap();
                 let before = layer.launch_count();
@@ -468,12 +476,13 @@ fn forward_replays_from_a_cuda_graph_bit_exactly() {
 
     let small = common::config(72, 136, 5, 2, Routing::TopKThenSoftmax, Activation::GPT_OSS);
     let w = MoeWeights::random(small, 80).unwrap();
+    let sm90a = exec.runs_sm90a();
     let mut layer = MoeLayer::new(exec.clone(), &w, 13).unwrap();
-    for (n, path) in ExpertPath::ALL.into_iter().enumerate() {
+    for (n, path) in ExpertPath::runnable(sm90a).enumerate() {
         replay_case(&mut layer, 13, path, 81 + 10 * n as u64);
     }
     let mut layer = MoeLayer::new(exec, gpt_oss_20b_weights(), 8).unwrap();
-    for (n, path) in ExpertPath::ALL.into_iter().enumerate() {
+    for (n, path) in ExpertPath::runnable(sm90a).enumerate() {
         replay_case(&mut layer, 8, path, 91 + 10 * n as u64);
     }
 }
@@ -640,7 +649,10 @@ fn executor_rejects_bad_downloads_and_launch_geometry() {
 #[test]
 fn kernels_use_no_local_memory_on_this_gpu() {
     let Some(exec) = gpu() else { return };
-    for id in KernelId::ALL {
+    for id in KernelId::ALL
+        .into_iter()
+        .filter(|id| exec.runs_sm90a() || !id.needs_sm90a())
+    {
         let f = exec.kernel_function(id).expect("loaded");
         let local = f.local_size_bytes().unwrap();
         let regs = f.num_regs().unwrap();
@@ -732,4 +744,63 @@ fn fragment_probe_matches_ptx_layouts_on_the_gpu() {
     let d = s.clone_dtoh(&d).unwrap();
     let ldm = s.clone_dtoh(&ldm).unwrap();
     probe.check(&d, &ldm);
+}
+
+// SAFETY: `#[repr(C)]` of u64/i32/u32 fields, the layout of `WgmmaProbeParams` in
+// kernels/testing/wgmma_probe_sm90a.cu, whose kernel takes it by value as its only parameter.
+unsafe impl cudarc::driver::DeviceRepr for WgmmaProbeParams {}
+
+/// What kernels/common/wgmma.cuh assumes about wgmma.mma_async m64n128k16 on real hardware:
+/// the descriptor's LBO/SBO placing the operands, the accumulator register layout, scale-d and
+/// the descriptor packing (the cases of tests/common/fragments.rs, which the emulator passes
+/// too). Needs a compute capability 9.0 GPU; elsewhere it says so and passes.
+#[test]
+fn wgmma_probe_matches_ptx_layouts_on_the_gpu() {
+    let Some(exec) = gpu() else { return };
+    if !exec.runs_sm90a() {
+        println!(
+            "skipped: the wgmma probe needs a compute capability 9.0 GPU ({})",
+            exec.device()
+        );
+        return;
+    }
+    let f = exec
+        .load_function("wgmma_probe_sm90a", "fmoe_wgmma_probe")
+        .expect("the wgmma probe's PTX is embedded");
+    f.set_attribute(
+        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        64 * 1024,
+    )
+    .unwrap();
+    let s = exec.stream();
+    for probe in wgmma_probe_cases() {
+        let a = s.clone_htod(&probe.a_image).unwrap();
+        let b = s.clone_htod(&probe.b_image).unwrap();
+        let d_in = s.clone_htod(&probe.d_in).unwrap();
+        let desc_in = s.clone_htod(&probe.desc_in).unwrap();
+        let mut d_out = s.clone_htod(&vec![f32::NAN; probe.d_len()]).unwrap();
+        let mut desc_out = s.clone_htod(&[0u64; 4]).unwrap();
+        {
+            let (pa, _ga) = a.device_ptr(s);
+            let (pb, _gb) = b.device_ptr(s);
+            let (pdi, _gdi) = d_in.device_ptr(s);
+            let (pdo, _gdo) = d_out.device_ptr_mut(s);
+            let (pqi, _gqi) = desc_in.device_ptr(s);
+            let (pqo, _gqo) = desc_out.device_ptr_mut(s);
+            let params = probe.params([pa, pb, pdi, pdo, pqi, pqo]);
+            let cfg = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: probe.smem_bytes(),
+            };
+            let mut launch = s.launch_builder(&f);
+            launch.arg(&params);
+            // SAFETY: every address is a live allocation of the sizes wgmma_probe_sm90a.cu
+            // documents, kept alive (with its guard) until after the launch.
+            unsafe { launch.launch(cfg) }.expect("launch the wgmma probe");
+        }
+        let d = s.clone_dtoh(&d_out).unwrap();
+        let desc = s.clone_dtoh(&desc_out).unwrap();
+        probe.check(&d, &desc);
+    }
 }

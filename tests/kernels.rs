@@ -49,7 +49,8 @@ macro_rules! executor_tests {
                 unaligned_weights_take_the_scalar_path,
                 invalid_expert_ids_give_nan_not_out_of_bounds_reads,
                 grouped_random_shapes, grouped_gpt_oss_dims, grouped_all_tokens_on_one_expert,
-                grouped_many_experts, grouped_column_tiles_strided);
+                grouped_many_experts, grouped_column_tiles_strided,
+                grouped_token_tiles_at_the_edges);
         }
     };
     (@tests $make:expr; $($name:ident),+) => {
@@ -529,7 +530,7 @@ fn check_grouped<X: Executor>(exec: &X, w: &MoeWeights, ids: &[i32], seed: u64, 
     let weights = random_weights(&c, t, seed ^ 0x3e, (c.top_k > 1).then_some(3));
     let want_out = reference::expert_gemm2(w, &act, ids, &weights).unwrap();
     let mut outs = Vec::new();
-    for path in [ExpertPath::GroupedDecode, ExpertPath::GroupedPrefill] {
+    for path in ExpertPath::runnable(exec.runs_sm90a()).filter(|&p| p != ExpertPath::PerPair) {
         let what = format!("{path} {c:?} T={t} seed={seed}");
         let got = run_grouped_gemm1(exec, w, &x, ids, path, opts);
         assert_bf16_matches(&format!("gemm1 {what}"), &widen(&got), &widen(&want_act));
@@ -537,14 +538,24 @@ fn check_grouped<X: Executor>(exec: &X, w: &MoeWeights, ids: &[i32], seed: u64, 
         assert_bf16_matches(&format!("gemm2 {what}"), &got, &want_out);
         outs.push(got);
     }
-    // Both tile shapes accumulate in the same k order: identical bits.
-    assert!(
-        outs[0]
-            .iter()
-            .zip(&outs[1])
-            .all(|(a, b)| a.to_bits() == b.to_bits()),
-        "decode and prefill tiles disagree bitwise on {c:?} T={t}"
-    );
+    // Every tile shape accumulates in the same k16 order: identical bits for the mma.sync
+    // tiles, and on the emulator (whose wgmma does the mma.sync arithmetic) for all of them.
+    // On a GPU the wgmma path is held to the reference tolerance only (above): whether its
+    // tensor cores round inside a k16 step as mma.sync does is the hardware's business.
+    let bitwise = if exec.name() == "emulated" {
+        outs.len()
+    } else {
+        2
+    };
+    for (n, out) in outs.iter().enumerate().take(bitwise).skip(1) {
+        assert!(
+            outs[0]
+                .iter()
+                .zip(out)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "grouped paths 0 and {n} disagree bitwise on {c:?} T={t}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1115,6 +1126,24 @@ pub mod bodies {
         let c = gpt_oss(64, 40, 3, 1);
         let w = MoeWeights::random(c, 120).unwrap();
         check_grouped(exec, &w, &vec![2; 70], 121, PLAIN);
+    }
+
+    /// Groups of 127, 128 and 129 rows (the sm_90a token tile ± 1; 15.9, 16 and 16.1 decode
+    /// tiles, 2 prefill tiles plus or minus one row) and one idle expert, with I = 200 and
+    /// H = 392 not multiples of any weight-row tile (32/64/96 columns, 64/128/192 rows).
+    pub fn grouped_token_tiles_at_the_edges<X: Executor>(exec: &X) {
+        let c = gpt_oss(392, 200, 4, 1);
+        let w = MoeWeights::random(c, 150).unwrap();
+        let mut ids: Vec<i32> = [(0, 129), (1, 128), (3, 127)]
+            .iter()
+            .flat_map(|&(e, n)| std::iter::repeat(e).take(n))
+            .collect();
+        // Interleave the experts over the tokens, so a group's rows come from scattered tokens.
+        let mut r = rng(151);
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, r.random_range(0..=i));
+        }
+        check_grouped(exec, &w, &ids, 152, PLAIN);
     }
 
     /// E = 256 and k = 8: the tile lookup scans the group sizes in 8 chunks of 32 experts.

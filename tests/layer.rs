@@ -367,9 +367,10 @@ pub mod bodies {
         }
     }
 
-    /// Each expert path, forced, on shapes it supports: the reference within SPEC tolerance,
-    /// 3 launches per forward, and the two grouped tile shapes bitwise identical (the same k
-    /// order), so a token's output does not depend on which path its batch size picked.
+    /// Each expert path the executor runs, forced, on shapes it supports: the reference within
+    /// SPEC tolerance, 3 launches per forward, and the two mma.sync tile shapes bitwise
+    /// identical (the same k order), so a token's output does not depend on which path its
+    /// batch size picked.
     pub fn every_path_matches_the_reference<X: Executor + Clone>(exec: X) {
         for (n, (h, i, e, k)) in [(72, 136, 5, 2), (2880, 2880, 3, 2)]
             .into_iter()
@@ -384,7 +385,7 @@ pub mod bodies {
             for &t in token_counts {
                 let x = &x_all[..t * h];
                 let mut grouped = Vec::new();
-                for path in ExpertPath::ALL {
+                for path in ExpertPath::runnable(exec.runs_sm90a()) {
                     layer.set_expert_path(Some(path)).unwrap();
                     assert_eq!(layer.expert_path(t), path);
                     let before = layer.launch_count();
@@ -400,6 +401,15 @@ pub mod bodies {
                     &grouped[0],
                     &grouped[1],
                 );
+                // The emulated wgmma does mma.sync's arithmetic, so there the sm_90a tiles
+                // agree bitwise too; on a GPU they are held to the reference tolerance (above).
+                if exec.name() == "emulated" {
+                    assert_same_bits(
+                        &format!("prefill vs sm_90a prefill tiles, {c:?} T={t}"),
+                        &grouped[1],
+                        &grouped[2],
+                    );
+                }
             }
         }
     }
@@ -480,18 +490,45 @@ fn path_heuristic_follows_the_shapes() {
         (512, ExpertPath::GroupedPrefill),
         (4096, ExpertPath::GroupedPrefill),
     ] {
-        assert_eq!(plan::select_path(&c20, t), want, "gpt-oss-20b T={t}");
+        assert_eq!(plan::select_path(&c20, t, false), want, "gpt-oss-20b T={t}");
+        // On a compute capability 9.0 device the prefill tiles run on wgmma; decode does not
+        // change.
+        let sm90a = match want {
+            ExpertPath::GroupedPrefill => ExpertPath::GroupedPrefillSm90a,
+            other => other,
+        };
+        assert_eq!(
+            plan::select_path(&c20, t, true),
+            sm90a,
+            "gpt-oss-20b T={t}, sm_90a"
+        );
     }
     let c120 = MoeConfig::gpt_oss_120b(); // E = 128, k = 4: decode up to T = 256
-    assert_eq!(plan::select_path(&c120, 256), ExpertPath::GroupedDecode);
-    assert_eq!(plan::select_path(&c120, 257), ExpertPath::GroupedPrefill);
+    assert_eq!(
+        plan::select_path(&c120, 256, false),
+        ExpertPath::GroupedDecode
+    );
+    assert_eq!(
+        plan::select_path(&c120, 257, false),
+        ExpertPath::GroupedPrefill
+    );
+    assert_eq!(
+        plan::select_path(&c120, 256, true),
+        ExpertPath::GroupedDecode
+    );
+    assert_eq!(
+        plan::select_path(&c120, 257, true),
+        ExpertPath::GroupedPrefillSm90a
+    );
     let odd = common::config(97, 64, 8, 2, Routing::TopKThenSoftmax, Activation::GPT_OSS);
     for t in [1, 4096] {
-        assert_eq!(
-            plan::select_path(&odd, t),
-            ExpertPath::PerPair,
-            "H = 97, T={t}"
-        );
+        for sm90a in [false, true] {
+            assert_eq!(
+                plan::select_path(&odd, t, sm90a),
+                ExpertPath::PerPair,
+                "H = 97, T={t}"
+            );
+        }
     }
     let w = MoeWeights::random(odd, 95).unwrap();
     let mut layer = EmulatedMoe::new(emulated().unwrap(), &w, 2).unwrap();

@@ -203,6 +203,27 @@ void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes);
 void cp_async_commit();
 void cp_async_wait(int pending_groups_allowed);
 
+// Deferred asynchronous warp operations (wgmma.mma_async, kernels/common/wgmma.cuh), kept per
+// warp and called from inside a warp collective's function (which runs once per warp, with
+// every lane present): warp_async_issue records an operation — a function and up to
+// kAsyncOpBytes of its data — and the shared-memory byte ranges it reads; warp_async_commit
+// closes the warp's current group; warp_async_wait(n, call) performs, in issue order, every
+// operation of all but the newest n groups. So an operation takes effect at one instant for the
+// whole warp, when the warp waits for it, as it may on the GPU: reading its results or
+// overwriting its operands too early shows. Until then a cp.async into a range it reads is an
+// error (a race with the tensor cores); the function itself may report an error (e.g. its
+// operands changed since the issue) by returning false with a message in `error`. A thread
+// that exits while its warp has operations pending is an error too.
+constexpr unsigned kAsyncOpBytes = 384;
+struct AsyncRange {
+    const void* lo;
+    const void* hi; // one past the last byte
+};
+typedef bool (*AsyncFn)(const void* op, char* error, unsigned error_bytes);
+void warp_async_issue(AsyncFn fn, const void* op, unsigned bytes, const AsyncRange* reads, int nreads);
+void warp_async_commit();
+void warp_async_wait(int pending_groups_allowed, WarpCall& call);
+
 // The entry point behind FMOE_EMU_ENTRY.
 typedef void (*KernelFn)(const void* params);
 int32_t run(const char* name, const FmoeEmuLaunch* launch, FmoeEmuReport* report, uint64_t params_size,

@@ -424,11 +424,22 @@ struct Group {
     const char* what;
 };
 
+// A deferred warp operation (warp_async_issue) and the shared memory it reads.
+struct WarpAsync {
+    AsyncFn fn;
+    uint64_t group;
+    AsyncRange reads[2];
+    int nreads;
+    unsigned char op[kAsyncOpBytes];
+};
+
 struct WarpState {
     uint32_t existing;
     uint32_t live;
     int ngroups;
     Group groups[32];
+    std::vector<WarpAsync> async_ops; // issued, not yet performed (wgmma.mma_async)
+    uint64_t async_groups = 0;        // committed groups
     alignas(16) unsigned char in[32][kLaneBytes];
     alignas(16) unsigned char out[32][kLaneBytes];
 };
@@ -1091,8 +1102,27 @@ void trap(const char* what) {
 }
 
 void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
-    current_worker("cp.async");
+    Worker* w = current_worker("cp.async");
     Fiber* f = tl_fiber;
+    // A copy into shared memory that an issued, not yet waited-for wgmma reads may land before
+    // the tensor cores read it: a race on the GPU, whatever order the emulator happens to use.
+    const char* d = static_cast<const char*>(dst);
+    for (uint32_t wi = 0; wi < w->nwarps; ++wi) {
+        for (const WarpAsync& a : w->warps[wi].async_ops) {
+            for (int r = 0; r < a.nreads; ++r) {
+                if (d < static_cast<const char*>(a.reads[r].hi) && d + bytes > static_cast<const char*>(a.reads[r].lo)) {
+                    set_failure(w, FMOE_EMU_MISUSE,
+                                "thread %u (warp %d): cp.async writes shared memory that an in-flight "
+                                "wgmma.mma_async of warp %u reads (issued, not yet retired by wgmma.wait_group): "
+                                "a race with the tensor cores",
+                                f->tid, warp_of(f), wi);
+                    w->failure.warp = warp_of(f);
+                    w->failure.thread = int(f->tid);
+                    fail_here(w);
+                }
+            }
+        }
+    }
     f->copies.push_back(PendingCopy{dst, src, bytes, std::min(bytes, src_bytes), f->copy_groups});
 }
 
@@ -1126,6 +1156,42 @@ void cp_async_wait(int pending_groups_allowed) {
     finish_copies(f, limit);
 }
 
+void warp_async_issue(AsyncFn fn, const void* op, unsigned bytes, const AsyncRange* reads, int nreads) {
+    Worker* w = current_worker("wgmma.mma_async");
+    WarpState& ws = w->warps[warp_of(tl_fiber)];
+    WarpAsync a;
+    a.fn = fn;
+    a.group = ws.async_groups;
+    a.nreads = nreads < 2 ? nreads : 2;
+    for (int r = 0; r < a.nreads; ++r) a.reads[r] = reads[r];
+    memcpy(a.op, op, bytes < kAsyncOpBytes ? bytes : kAsyncOpBytes);
+    ws.async_ops.push_back(a);
+}
+
+void warp_async_commit() {
+    Worker* w = current_worker("wgmma.commit_group");
+    ++w->warps[warp_of(tl_fiber)].async_groups;
+}
+
+void warp_async_wait(int pending_groups_allowed, WarpCall& call) {
+    Worker* w = current_worker("wgmma.wait_group");
+    WarpState& ws = w->warps[warp_of(tl_fiber)];
+    const uint64_t allowed = uint64_t(pending_groups_allowed < 0 ? 0 : pending_groups_allowed);
+    const uint64_t limit = ws.async_groups > allowed ? ws.async_groups - allowed : 0;
+    // In issue order: a later operation of a group may accumulate into what an earlier one wrote.
+    size_t keep = 0;
+    for (size_t i = 0; i < ws.async_ops.size(); ++i) {
+        WarpAsync& a = ws.async_ops[i];
+        if (a.group >= limit) {
+            ws.async_ops[keep++] = a;
+        } else if (!a.fn(a.op, call.error, sizeof call.error)) {
+            call.error_status = FMOE_EMU_MISUSE;
+            return;
+        }
+    }
+    ws.async_ops.resize(keep);
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -1135,6 +1201,18 @@ namespace {
     finish_copies(f, ~uint64_t(0)); // outstanding cp.async complete even if never waited for
     const int warp = warp_of(f);
     WarpState& ws = w->warps[warp];
+    if (!ws.async_ops.empty()) {
+        // The results would land in registers of a thread that no longer exists: the kernel
+        // read its accumulators too early, or never. Always a bug.
+        set_failure(w, FMOE_EMU_MISUSE,
+                    "thread %u (warp %d) exited with %zu wgmma.mma_async operation(s) of its warp not waited "
+                    "for (wgmma.wait_group)",
+                    f->tid, warp, ws.async_ops.size());
+        w->failure.warp = warp;
+        w->failure.thread = int(f->tid);
+        ws.async_ops.clear();
+        fail_here(w);
+    }
     const uint32_t bit = 1u << lane_of(f);
     f->state = kExited;
     ++w->exited;
@@ -1260,6 +1338,8 @@ void run_block(Worker* w, uint64_t linear) {
         ws.existing = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1u);
         ws.live = ws.existing;
         ws.ngroups = 0;
+        ws.async_ops.clear();
+        ws.async_groups = 0;
     }
 
     const uint32_t bx = L->block.x, by = L->block.y;

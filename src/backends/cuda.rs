@@ -258,6 +258,8 @@ pub struct CudaExecutor {
     device: DeviceInfo,
     limits: DeviceLimits,
     kernels: Vec<LoadedKernel>,
+    /// The device runs compute_90a kernels (compute capability 9.0) and they are loaded.
+    sm90a: bool,
 }
 
 impl CudaExecutor {
@@ -280,7 +282,13 @@ impl CudaExecutor {
 
         let mut modules: Vec<(&'static str, Arc<CudaModule>)> = Vec::new();
         let mut kernels = Vec::with_capacity(KernelId::ALL.len());
-        for id in KernelId::ALL {
+        // compute_90a PTX loads on compute capability 9.0 only; elsewhere those kernels are
+        // simply absent (runs_sm90a() is false and no plan names them).
+        let sm90a = device.compute_capability == (9, 0);
+        for id in KernelId::ALL
+            .into_iter()
+            .filter(|id| sm90a || !id.needs_sm90a())
+        {
             let module = match modules.iter().find(|(m, _)| *m == id.module()) {
                 Some((_, m)) => m.clone(),
                 None => {
@@ -311,6 +319,7 @@ impl CudaExecutor {
             device,
             limits,
             kernels,
+            sm90a,
         })
     }
 
@@ -347,10 +356,19 @@ impl CudaExecutor {
     }
 
     fn kernel(&self, id: KernelId) -> Result<&LoadedKernel> {
-        self.kernels
-            .iter()
-            .find(|k| k.id == id)
-            .ok_or_else(|| Error::Cuda(format!("kernel `{}` was not loaded", id.name())))
+        self.kernels.iter().find(|k| k.id == id).ok_or_else(|| {
+            Error::Cuda(if id.needs_sm90a() && !self.sm90a {
+                format!(
+                    "kernel `{}` needs a compute capability 9.0 GPU; {} is {}.{}",
+                    id.name(),
+                    self.device.name,
+                    self.device.compute_capability.0,
+                    self.device.compute_capability.1
+                )
+            } else {
+                format!("kernel `{}` was not loaded", id.name())
+            })
+        })
     }
 
     /// Checks a launch's geometry against the device and the compiled kernel, so that a bad
@@ -527,6 +545,10 @@ impl Executor for CudaExecutor {
         // layer's buffers (stream order is: see the module docs), so dropping it here is fine.
         let (ptr, _guard) = buf.device_ptr(&self.stream);
         ptr
+    }
+
+    fn runs_sm90a(&self) -> bool {
+        self.sm90a
     }
 
     unsafe fn launch(&self, launch: &Launch) -> Result<()> {

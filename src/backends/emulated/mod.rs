@@ -134,6 +134,11 @@ impl Executor for EmulatedExecutor {
         buf.ptr.as_ptr() as u64
     }
 
+    /// The emulator runs every kernel, the compute_90a ones included.
+    fn runs_sm90a(&self) -> bool {
+        true
+    }
+
     unsafe fn launch(&self, launch: &Launch) -> Result<()> {
         // SAFETY: forwarded from the caller's contract.
         unsafe { runtime::launch(launch, &self.options) }.map(|_| ())

@@ -144,6 +144,14 @@ extern "C" {
         l: *const FmoeEmuLaunch,
         r: *mut FmoeEmuReport,
     ) -> i32;
+    fn fmoe_emu_fmoe_grouped_gemm1_prefill_sm90a_bf16(
+        l: *const FmoeEmuLaunch,
+        r: *mut FmoeEmuReport,
+    ) -> i32;
+    fn fmoe_emu_fmoe_grouped_gemm2_prefill_sm90a_bf16(
+        l: *const FmoeEmuLaunch,
+        r: *mut FmoeEmuReport,
+    ) -> i32;
 }
 
 /// The emulator entry point of a crate kernel.
@@ -156,6 +164,8 @@ pub fn entry(kernel: KernelId) -> EmuEntry {
         KernelId::GroupedGemm2Decode => fmoe_emu_fmoe_grouped_gemm2_decode_bf16,
         KernelId::GroupedGemm1Prefill => fmoe_emu_fmoe_grouped_gemm1_prefill_bf16,
         KernelId::GroupedGemm2Prefill => fmoe_emu_fmoe_grouped_gemm2_prefill_bf16,
+        KernelId::GroupedGemm1PrefillSm90a => fmoe_emu_fmoe_grouped_gemm1_prefill_sm90a_bf16,
+        KernelId::GroupedGemm2PrefillSm90a => fmoe_emu_fmoe_grouped_gemm2_prefill_sm90a_bf16,
     }
 }
 
