@@ -45,9 +45,10 @@ typedef struct FmoeRouteParams {
                                (its first group_sizes[e] entries; order within e unspecified) */
     uint64_t group_sizes;   /* i32 [E]: pairs routed to each expert */
     uint64_t group_offsets; /* i32 [E + 1]: exclusive prefix sum of group_sizes */
-    /* Scratch, zero before the launch and zero again after it (the last block resets it). */
-    uint64_t group_cursor; /* i32 [E]: per-expert fill counters */
-    uint64_t blocks_done;  /* i32 [1]: blocks finished; the last one computes the offsets */
+    /* Scratch, zero before the launch and zero again after it (the kernel resets it). */
+    uint64_t group_cursor;  /* i32 [E]: per-expert fill counters */
+    uint64_t blocks_done;   /* i32 [1]: token tiles finished; the last one computes the offsets */
+    uint64_t tile_counters; /* i32 [ceil(T / 8)]: expert tiles done per token tile */
     /* Shape. */
     int32_t tokens;
     int32_t hidden;
@@ -98,9 +99,9 @@ typedef struct FmoeExpertParams {
 
 #ifdef __cplusplus
 #include <stddef.h>
-static_assert(sizeof(FmoeRouteParams) == 112, "FmoeRouteParams layout changed: regenerate src/params.rs");
-static_assert(offsetof(FmoeRouteParams, tokens) == 88, "FmoeRouteParams layout");
-static_assert(offsetof(FmoeRouteParams, renormalize) == 108, "FmoeRouteParams layout");
+static_assert(sizeof(FmoeRouteParams) == 120, "FmoeRouteParams layout changed: regenerate src/params.rs");
+static_assert(offsetof(FmoeRouteParams, tokens) == 96, "FmoeRouteParams layout");
+static_assert(offsetof(FmoeRouteParams, renormalize) == 116, "FmoeRouteParams layout");
 static_assert(sizeof(FmoeExpertParams) == 144, "FmoeExpertParams layout changed: regenerate src/params.rs");
 static_assert(offsetof(FmoeExpertParams, tokens) == 112, "FmoeExpertParams layout");
 static_assert(offsetof(FmoeExpertParams, swiglu_limit) == 140, "FmoeExpertParams layout");

@@ -28,7 +28,8 @@ set -euo pipefail
 # check, so a new kernel comes with its budget and the reason for it.
 # One line per kernel pattern: bash glob on the kernel name, budget, reason; first match wins.
 reg_budgets='
-fmoe_route_topk_bf16          128  routing: 2 blocks x 256 threads per SM (launch_bounds(256,2)), 8 tokens per block
+fmoe_route_topk_small_bf16    128  routing, small tile: 4 blocks x 128 threads per SM (launch_bounds(128,4)), 8 k32 steps of loads in flight per warp
+fmoe_route_topk_large_bf16    248  routing, large tile: 2 blocks x 128 threads per SM (launch_bounds(128,2)): 64 accumulators and the fragments of the next step per thread
 fmoe_expert_gemm[12]_bf16     128  per-pair GEMMs: 2 blocks x 256 threads per SM (launch_bounds(256,2))
 fmoe_grouped_gemm*_decode_*   128  grouped decode: 4 blocks x 128 threads per SM, what keeps enough weight bytes in flight
 fmoe_grouped_gemm*_prefill_sm90a_* 168  sm_90a prefill: 1 block x 384 threads per SM (160 KiB of shared memory each), 64 accumulators per thread

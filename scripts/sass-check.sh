@@ -39,6 +39,7 @@ sass_rules='
 fmoe_grouped_gemm*_sm90a_*  HGMMA LDGSTS.128       sm_90a grouped GEMMs: warpgroup tensor cores, operands staged by 16-byte cp.async
 fmoe_grouped_gemm*          HMMA LDSM LDGSTS.128   grouped GEMMs: tensor cores, fragments by ldmatrix, weights staged by 16-byte cp.async
 fmoe_expert_gemm*           LDG.E.128              per-pair GEMMs: the vector path loads 8 bf16 per instruction
+fmoe_route_topk_*           HMMA LDG.E.128         routing: logits on tensor cores, fragments by 16-byte loads of router and token rows
 '
 
 repo=$(cd "$(dirname "$0")/.." && pwd)

@@ -89,6 +89,7 @@ struct Resident<X: Executor> {
     _group_offsets: X::Buffer<i32>,
     _group_cursor: X::Buffer<i32>,
     _blocks_done: X::Buffer<i32>,
+    _tile_counters: X::Buffer<i32>,
     _partial: X::Buffer<f32>,
     _combine_counters: X::Buffer<i32>,
 }
@@ -120,6 +121,7 @@ impl<X: Executor> MoeLayer<X> {
         // serves every forward (and every replay of a captured graph).
         let group_cursor = exec.alloc_zeroed(lens.group_cursor)?;
         let blocks_done = exec.alloc_zeroed(lens.blocks_done)?;
+        let tile_counters = exec.alloc_zeroed(lens.tile_counters)?;
         let partial = exec.alloc_zeroed(lens.partial)?;
         let combine_counters = exec.alloc_zeroed(lens.combine_counters)?;
         // Buffer addresses never change (the buffers are owned here and never reallocated),
@@ -141,6 +143,7 @@ impl<X: Executor> MoeLayer<X> {
             group_offsets: exec.address(&group_offsets),
             group_cursor: exec.address(&group_cursor),
             blocks_done: exec.address(&blocks_done),
+            tile_counters: exec.address(&tile_counters),
             partial: exec.address(&partial),
             combine_counters: exec.address(&combine_counters),
             out: 0,
@@ -162,6 +165,7 @@ impl<X: Executor> MoeLayer<X> {
                 _group_offsets: group_offsets,
                 _group_cursor: group_cursor,
                 _blocks_done: blocks_done,
+                _tile_counters: tile_counters,
                 _partial: partial,
                 _combine_counters: combine_counters,
             },

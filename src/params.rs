@@ -23,6 +23,7 @@ pub struct FmoeRouteParams {
     pub group_offsets: u64,
     pub group_cursor: u64,
     pub blocks_done: u64,
+    pub tile_counters: u64,
     pub tokens: i32,
     pub hidden: i32,
     pub experts: i32,
@@ -32,7 +33,7 @@ pub struct FmoeRouteParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of FmoeRouteParams"][::core::mem::size_of::<FmoeRouteParams>() - 112usize];
+    ["Size of FmoeRouteParams"][::core::mem::size_of::<FmoeRouteParams>() - 120usize];
     ["Alignment of FmoeRouteParams"][::core::mem::align_of::<FmoeRouteParams>() - 8usize];
     ["Offset of field: FmoeRouteParams::x"][::core::mem::offset_of!(FmoeRouteParams, x) - 0usize];
     ["Offset of field: FmoeRouteParams::router_weight"]
@@ -55,18 +56,20 @@ const _: () = {
         [::core::mem::offset_of!(FmoeRouteParams, group_cursor) - 72usize];
     ["Offset of field: FmoeRouteParams::blocks_done"]
         [::core::mem::offset_of!(FmoeRouteParams, blocks_done) - 80usize];
+    ["Offset of field: FmoeRouteParams::tile_counters"]
+        [::core::mem::offset_of!(FmoeRouteParams, tile_counters) - 88usize];
     ["Offset of field: FmoeRouteParams::tokens"]
-        [::core::mem::offset_of!(FmoeRouteParams, tokens) - 88usize];
+        [::core::mem::offset_of!(FmoeRouteParams, tokens) - 96usize];
     ["Offset of field: FmoeRouteParams::hidden"]
-        [::core::mem::offset_of!(FmoeRouteParams, hidden) - 92usize];
+        [::core::mem::offset_of!(FmoeRouteParams, hidden) - 100usize];
     ["Offset of field: FmoeRouteParams::experts"]
-        [::core::mem::offset_of!(FmoeRouteParams, experts) - 96usize];
+        [::core::mem::offset_of!(FmoeRouteParams, experts) - 104usize];
     ["Offset of field: FmoeRouteParams::top_k"]
-        [::core::mem::offset_of!(FmoeRouteParams, top_k) - 100usize];
+        [::core::mem::offset_of!(FmoeRouteParams, top_k) - 108usize];
     ["Offset of field: FmoeRouteParams::routing"]
-        [::core::mem::offset_of!(FmoeRouteParams, routing) - 104usize];
+        [::core::mem::offset_of!(FmoeRouteParams, routing) - 112usize];
     ["Offset of field: FmoeRouteParams::renormalize"]
-        [::core::mem::offset_of!(FmoeRouteParams, renormalize) - 108usize];
+        [::core::mem::offset_of!(FmoeRouteParams, renormalize) - 116usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, PartialEq)]

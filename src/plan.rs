@@ -13,8 +13,11 @@ use crate::params::{
 /// The kernels of this crate (their `extern "C"` entry points in `kernels/*.cu`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelId {
-    /// `routing.cu`: router logits + top-k + weights.
-    RouteTopK,
+    /// `routing.cu`: router logits (tensor cores) + top-k + weights + grouping, tiles of 16
+    /// experts × 8 tokens (few tokens).
+    RouteTopKSmall,
+    /// `routing.cu`: the same, tiles of 64 experts × 32 tokens (many tokens).
+    RouteTopKLarge,
     /// `experts.cu`: GEMM1 + b1 + activation for every (token, slot) pair.
     ExpertGemm1,
     /// `experts.cu`: GEMM2 + b2 + routing weight + fixed-order combine.
@@ -37,8 +40,9 @@ pub enum KernelId {
 
 impl KernelId {
     /// Every kernel, in forward order.
-    pub const ALL: [KernelId; 9] = [
-        KernelId::RouteTopK,
+    pub const ALL: [KernelId; 10] = [
+        KernelId::RouteTopKSmall,
+        KernelId::RouteTopKLarge,
         KernelId::ExpertGemm1,
         KernelId::ExpertGemm2,
         KernelId::GroupedGemm1Decode,
@@ -52,7 +56,8 @@ impl KernelId {
     /// The `extern "C"` symbol of the kernel (PTX entry point and emulator entry suffix).
     pub fn name(self) -> &'static str {
         match self {
-            KernelId::RouteTopK => "fmoe_route_topk_bf16",
+            KernelId::RouteTopKSmall => "fmoe_route_topk_small_bf16",
+            KernelId::RouteTopKLarge => "fmoe_route_topk_large_bf16",
             KernelId::ExpertGemm1 => "fmoe_expert_gemm1_bf16",
             KernelId::ExpertGemm2 => "fmoe_expert_gemm2_bf16",
             KernelId::GroupedGemm1Decode => "fmoe_grouped_gemm1_decode_bf16",
@@ -67,7 +72,7 @@ impl KernelId {
     /// The kernel file (without `.cu`) that defines it.
     pub fn module(self) -> &'static str {
         match self {
-            KernelId::RouteTopK => "routing",
+            KernelId::RouteTopKSmall | KernelId::RouteTopKLarge => "routing",
             KernelId::ExpertGemm1 | KernelId::ExpertGemm2 => "experts",
             KernelId::GroupedGemm1PrefillSm90a | KernelId::GroupedGemm2PrefillSm90a => {
                 "grouped_experts_sm90a"
@@ -128,6 +133,7 @@ pub struct ForwardBuffers {
     pub group_offsets: u64,
     pub group_cursor: u64,
     pub blocks_done: u64,
+    pub tile_counters: u64,
     pub partial: u64,
     pub combine_counters: u64,
     pub out: u64,
@@ -154,6 +160,8 @@ pub struct WorkspaceLens {
     pub group_cursor: usize,
     /// i32 [1] scratch, zero between launches
     pub blocks_done: usize,
+    /// i32 [ceil(T / 8)] scratch, zero between launches (expert tiles done per token tile)
+    pub tile_counters: usize,
     /// f32 [T·k, H]
     pub partial: usize,
     /// i32 [T, ceil(H / 64)] scratch, zero between launches
@@ -170,6 +178,7 @@ pub fn workspace_lens(config: &MoeConfig, tokens: usize) -> WorkspaceLens {
         group_offsets: e + 1,
         group_cursor: e,
         blocks_done: 1,
+        tile_counters: tokens.div_ceil(ROUTE_SMALL_TOKENS as usize),
         partial: tokens * k * config.hidden,
         combine_counters: tokens * config.hidden.div_ceil(COMBINE_TILE as usize),
     }
@@ -410,6 +419,7 @@ fn route_params(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> FmoeRo
         group_offsets: b.group_offsets,
         group_cursor: b.group_cursor,
         blocks_done: b.blocks_done,
+        tile_counters: b.tile_counters,
         tokens: tokens as i32,
         hidden: config.hidden as i32,
         experts: config.experts as i32,
@@ -455,17 +465,86 @@ fn expert_params(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> FmoeE
 /// Largest `gridDim.y` / `gridDim.z` of a CUDA launch.
 const MAX_GRID_YZ: u32 = 65_535;
 
-/// routing.cu: threads per block (8 warps).
-pub const ROUTE_THREADS: u32 = 256;
-/// routing.cu: tokens per block (`kTokens`; one per warp).
-pub const ROUTE_TOKENS: u32 = 8;
+/// routing.cu: threads per block (4 warps, one per segment of H).
+pub const ROUTE_THREADS: u32 = 128;
+/// routing.cu small tile (`Small`): experts × tokens per block.
+pub const ROUTE_SMALL_EXPERTS: u32 = 16;
+pub const ROUTE_SMALL_TOKENS: u32 = 8;
+/// routing.cu large tile (`Large`): experts × tokens per block.
+pub const ROUTE_LARGE_EXPERTS: u32 = 64;
+pub const ROUTE_LARGE_TOKENS: u32 = 32;
+/// Large-tile blocks from which the large tile is used.
+///
+/// Why 64: the small tile reads each router row once per 8 tokens, the large one once per 32
+/// (and each token row once per 64 experts instead of 16), so the large tile moves about 3×
+/// fewer bytes through L2; but it makes 16× fewer blocks, and only once there are enough of
+/// them to keep most SMs busy (64 of an H100's 132) does the saving pay. Derived from the
+/// tile shapes, not tuned on a GPU (not measured on a GPU yet).
+pub const ROUTE_LARGE_MIN_TILES: usize = 64;
 
-/// Routing launch: grid = [ceil(T / 8), 1, 1], one block per 8 tokens.
+/// The routing tiles: [`KernelId::RouteTopKSmall`] or [`KernelId::RouteTopKLarge`]. Both sum
+/// every logit in the same order, so they give the same bits (tested).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteTile {
+    /// 16 experts × 8 tokens per block: the router rows spread over many blocks for few tokens.
+    Small,
+    /// 64 experts × 32 tokens per block: fewer bytes per token for many tokens.
+    Large,
+}
+
+impl RouteTile {
+    /// The kernel and (experts, tokens) per block.
+    pub fn shape(self) -> (KernelId, u32, u32) {
+        match self {
+            RouteTile::Small => (
+                KernelId::RouteTopKSmall,
+                ROUTE_SMALL_EXPERTS,
+                ROUTE_SMALL_TOKENS,
+            ),
+            RouteTile::Large => (
+                KernelId::RouteTopKLarge,
+                ROUTE_LARGE_EXPERTS,
+                ROUTE_LARGE_TOKENS,
+            ),
+        }
+    }
+}
+
+/// The routing tile for `tokens` tokens: large once it makes at least
+/// [`ROUTE_LARGE_MIN_TILES`] blocks (gpt-oss-20b from T = 2017, gpt-oss-120b from T = 993),
+/// small below. Depends on the shapes only.
+pub fn select_route_tile(config: &MoeConfig, tokens: usize) -> RouteTile {
+    let tiles = tokens.div_ceil(ROUTE_LARGE_TOKENS as usize)
+        * config.experts.div_ceil(ROUTE_LARGE_EXPERTS as usize);
+    if tiles >= ROUTE_LARGE_MIN_TILES {
+        RouteTile::Large
+    } else {
+        RouteTile::Small
+    }
+}
+
+/// Routing launch on the tile [`select_route_tile`] picks.
 pub fn route_launch(config: &MoeConfig, tokens: usize, b: &ForwardBuffers) -> Launch {
+    route_launch_with(config, tokens, b, select_route_tile(config, tokens))
+}
+
+/// Routing launch on a given tile: grid = [ceil(T / tokens per tile), ceil(E / experts per
+/// tile), 1].
+pub fn route_launch_with(
+    config: &MoeConfig,
+    tokens: usize,
+    b: &ForwardBuffers,
+    tile: RouteTile,
+) -> Launch {
+    let (kernel, experts, per_tile) = tile.shape();
     Launch {
-        kernel: KernelId::RouteTopK,
+        kernel,
         dims: LaunchDims {
-            grid: [grid_x(tokens.div_ceil(ROUTE_TOKENS as usize)), 1, 1],
+            grid: [
+                grid_x(tokens.div_ceil(per_tile as usize)),
+                config.experts.div_ceil(experts as usize).max(1) as u32,
+                1,
+            ],
             block: [ROUTE_THREADS, 1, 1],
             shared_mem_bytes: 0,
         },

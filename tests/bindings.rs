@@ -108,7 +108,7 @@ fn params_rs_is_bindgens_output_for_the_header() {
 fn params_rs_asserts_the_layout_of_every_struct() {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(GENERATED))
         .expect("read src/params.rs");
-    for (name, size) in [("FmoeRouteParams", 112), ("FmoeExpertParams", 144)] {
+    for (name, size) in [("FmoeRouteParams", 120), ("FmoeExpertParams", 144)] {
         assert!(
             text.contains(&format!("size_of::<{name}>() - {size}usize]")),
             "{GENERATED} lacks the size assertion of {name} ({size} bytes, as fused_moe.h asserts)"
@@ -121,9 +121,9 @@ fn params_rs_asserts_the_layout_of_every_struct() {
     // And the layout really is what the C header asserts (static_assert in fused_moe.h).
     use fused_moe::params::{FmoeExpertParams, FmoeRouteParams};
     use std::mem::{offset_of, size_of};
-    assert_eq!(size_of::<FmoeRouteParams>(), 112);
-    assert_eq!(offset_of!(FmoeRouteParams, tokens), 88);
-    assert_eq!(offset_of!(FmoeRouteParams, renormalize), 108);
+    assert_eq!(size_of::<FmoeRouteParams>(), 120);
+    assert_eq!(offset_of!(FmoeRouteParams, tokens), 96);
+    assert_eq!(offset_of!(FmoeRouteParams, renormalize), 116);
     assert_eq!(size_of::<FmoeExpertParams>(), 144);
     assert_eq!(offset_of!(FmoeExpertParams, tokens), 112);
     assert_eq!(offset_of!(FmoeExpertParams, swiglu_limit), 140);

@@ -16,7 +16,7 @@
 mod common;
 
 use common::{assert_bf16_matches, assert_close, rng, to_f32};
-use fused_moe::plan::{self, ExpertPath, ForwardBuffers};
+use fused_moe::plan::{self, ExpertPath, ForwardBuffers, RouteTile};
 use fused_moe::{reference, Activation, Executor, MoeConfig, MoeWeights, Routing};
 use half::bf16;
 use rand::Rng;
@@ -209,13 +209,46 @@ struct Routed {
     weights: Vec<f32>,
 }
 
+/// Runs both routing tiles; they sum in the same order, so their results must agree bit for
+/// bit (logits, ids, weights). Returns them.
 fn run_route<X: Executor>(exec: &X, w: &MoeWeights, x: &[bf16]) -> Routed {
-    run_route_with(exec, w, x, false)
+    run_route_tiles(exec, w, x, false)
 }
 
-/// Runs the routing kernel; `misalign`: the router weight sits 2 bytes off 16-byte alignment.
-/// Also checks the grouping the kernel writes (see [`check_grouping`]).
-fn run_route_with<X: Executor>(exec: &X, w: &MoeWeights, x: &[bf16], misalign: bool) -> Routed {
+/// [`run_route`], with the router weight 2 bytes off 16-byte alignment when `misalign`.
+fn run_route_tiles<X: Executor>(exec: &X, w: &MoeWeights, x: &[bf16], misalign: bool) -> Routed {
+    let small = run_route_with(exec, w, x, misalign, RouteTile::Small);
+    let large = run_route_with(exec, w, x, misalign, RouteTile::Large);
+    let c = w.config();
+    let t = x.len() / c.hidden;
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&small.logits),
+        bits(&large.logits),
+        "{c:?} T={t}: logits of the small and large routing tiles differ"
+    );
+    assert_eq!(
+        small.ids, large.ids,
+        "{c:?} T={t}: expert ids of the two tiles"
+    );
+    assert_eq!(
+        bits(&small.weights),
+        bits(&large.weights),
+        "{c:?} T={t}: weights of the two tiles"
+    );
+    small
+}
+
+/// Runs the routing kernel on `tile`; `misalign`: the router weight sits 2 bytes off 16-byte
+/// alignment. Also checks the grouping the kernel writes against a host grouping of its ids, and
+/// that it leaves its scratch counters zero.
+fn run_route_with<X: Executor>(
+    exec: &X,
+    w: &MoeWeights,
+    x: &[bf16],
+    misalign: bool,
+    tile: RouteTile,
+) -> Routed {
     let c = *w.config();
     let t = x.len() / c.hidden;
     let (e, k) = (c.experts, c.top_k);
@@ -230,6 +263,8 @@ fn run_route_with<X: Executor>(exec: &X, w: &MoeWeights, x: &[bf16], misalign: b
     let offsets = upload(exec, &vec![i32::MIN; e + 1]);
     let cursor = upload(exec, &vec![0i32; e]);
     let done = upload(exec, &[0i32]);
+    let tiles = plan::workspace_lens(&c, t).tile_counters.max(1);
+    let tile_counters = upload(exec, &vec![0i32; tiles]);
     let b = ForwardBuffers {
         x: exec.address(&xb),
         router_weight: rw,
@@ -242,16 +277,17 @@ fn run_route_with<X: Executor>(exec: &X, w: &MoeWeights, x: &[bf16], misalign: b
         group_offsets: exec.address(&offsets),
         group_cursor: exec.address(&cursor),
         blocks_done: exec.address(&done),
+        tile_counters: exec.address(&tile_counters),
         ..Default::default()
     };
-    launch(exec, &plan::route_launch(&c, t, &b));
+    launch(exec, &plan::route_launch_with(&c, t, &b, tile));
     let routed = Routed {
         logits: download(exec, &logits, t * e),
         ids: download(exec, &ids, t * k),
         weights: download(exec, &weights, t * k),
     };
     let want = Grouping::of(&c, t, &routed.ids);
-    let what = format!("grouping {c:?} T={t}");
+    let what = format!("grouping {c:?} T={t} {tile:?} tile");
     assert_eq!(download(exec, &sizes, e), want.sizes, "{what}: group_sizes");
     assert_eq!(
         download(exec, &offsets, e + 1),
@@ -279,6 +315,11 @@ fn run_route_with<X: Executor>(exec: &X, w: &MoeWeights, x: &[bf16], misalign: b
         download(exec, &done, 1),
         vec![0],
         "{what}: blocks_done left non-zero"
+    );
+    assert_eq!(
+        download(exec, &tile_counters, tiles),
+        vec![0; tiles],
+        "{what}: tile_counters left non-zero"
     );
     routed
 }
@@ -1021,8 +1062,9 @@ pub mod bodies {
         let c = gpt_oss(2056, 72, 4, 2);
         let w = MoeWeights::random(c, 10).unwrap();
         let x = random_x(&c, 3, 11);
-        // Router: misaligned Wr.
-        let got = run_route_with(exec, &w, &x, true);
+        // Router: misaligned Wr. The 2-byte loads feed the same products in the same order as
+        // the 16-byte ones, so the logits are the aligned run's, bit for bit.
+        let got = run_route_tiles(exec, &w, &x, true);
         let want_logits = reference::router_logits(&w, &x).unwrap();
         assert_close(
             "unaligned router logits",
@@ -1030,6 +1072,14 @@ pub mod bodies {
             &want_logits,
             F32_TOL,
             F32_TOL,
+        );
+        let aligned = run_route(exec, &w, &x);
+        assert!(
+            got.logits
+                .iter()
+                .zip(&aligned.logits)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "unaligned and aligned router logits differ"
         );
 
         let ids = random_ids(&c, 3, 12);

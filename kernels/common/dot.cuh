@@ -58,44 +58,6 @@ __device__ __forceinline__ void lane_dot_rows(const uint16_t* const (&rows)[R], 
     }
 }
 
-// As lane_dot_rows, for TB vectors at once: xs holds TB rows of `ld` floats (token-major), and
-// acc[r][tb] gets this lane's share of dot(rows[r][0..n), xs[tb][0..n)). Each weight load serves
-// all TB vectors. Per (row, vector) a lane adds the same products in the same order as
-// lane_dot_rows, so a vector's result does not depend on which of the TB slots it occupies.
-template <int R, int TB>
-__device__ __forceinline__ void lane_dot_rows_tokens(const uint16_t* const (&rows)[R], const float* xs, int ld, int n,
-                                                     bool vec, float (&acc)[R][TB]) {
-    const int lane = lane_id();
-    if (vec) {
-        const int groups = n / 8;
-        for (int g = lane; g < groups; g += kWarpSize) {
-            Bf16x8 w[R];
-            FMOE_UNROLL
-            for (int r = 0; r < R; ++r) w[r] = *reinterpret_cast<const Bf16x8*>(rows[r] + 8 * g);
-            FMOE_UNROLL
-            for (int r = 0; r < R; ++r) {
-                float wf[8];
-                unpack_bf16x8(w[r], wf);
-                FMOE_UNROLL
-                for (int tb = 0; tb < TB; ++tb) {
-                    const float* xv = xs + tb * ld + 8 * g;
-                    FMOE_UNROLL
-                    for (int i = 0; i < 8; ++i) acc[r][tb] += wf[i] * xv[i];
-                }
-            }
-        }
-    } else {
-        for (int h = lane; h < n; h += kWarpSize) {
-            FMOE_UNROLL
-            for (int r = 0; r < R; ++r) {
-                const float wv = bf16_to_float(rows[r][h]);
-                FMOE_UNROLL
-                for (int tb = 0; tb < TB; ++tb) acc[r][tb] += wv * xs[tb * ld + h];
-            }
-        }
-    }
-}
-
 // Reduces every acc[r] over the warp; afterwards all lanes hold all R totals.
 template <int R>
 __device__ __forceinline__ void warp_sum_all(float (&acc)[R]) {

@@ -125,7 +125,8 @@ const _: () = {
 pub type EmuEntry = unsafe extern "C" fn(*const FmoeEmuLaunch, *mut FmoeEmuReport) -> i32;
 
 extern "C" {
-    fn fmoe_emu_fmoe_route_topk_bf16(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
+    fn fmoe_emu_fmoe_route_topk_small_bf16(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
+    fn fmoe_emu_fmoe_route_topk_large_bf16(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_expert_gemm1_bf16(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_expert_gemm2_bf16(l: *const FmoeEmuLaunch, r: *mut FmoeEmuReport) -> i32;
     fn fmoe_emu_fmoe_grouped_gemm1_decode_bf16(
@@ -157,7 +158,8 @@ extern "C" {
 /// The emulator entry point of a crate kernel.
 pub fn entry(kernel: KernelId) -> EmuEntry {
     match kernel {
-        KernelId::RouteTopK => fmoe_emu_fmoe_route_topk_bf16,
+        KernelId::RouteTopKSmall => fmoe_emu_fmoe_route_topk_small_bf16,
+        KernelId::RouteTopKLarge => fmoe_emu_fmoe_route_topk_large_bf16,
         KernelId::ExpertGemm1 => fmoe_emu_fmoe_expert_gemm1_bf16,
         KernelId::ExpertGemm2 => fmoe_emu_fmoe_expert_gemm2_bf16,
         KernelId::GroupedGemm1Decode => fmoe_emu_fmoe_grouped_gemm1_decode_bf16,
