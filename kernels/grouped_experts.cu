@@ -128,14 +128,7 @@ __device__ __forceinline__ void grouped_gemm(const FmoeExpertParams& p) {
         };
 
         float acc[S::MT][S::NT][4];
-        FMOE_UNROLL
-        for (int mt = 0; mt < S::MT; ++mt) {
-            FMOE_UNROLL
-            for (int nt = 0; nt < S::NT; ++nt) {
-                FMOE_UNROLL
-                for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
-            }
-        }
+        fmoe::zero_fragments(acc);
 
         // Prologue: STAGES - 1 k-steps in flight. One commit per step (empty past the end) keeps
         // the group count that cp_async_wait relies on.

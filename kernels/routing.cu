@@ -288,14 +288,7 @@ __device__ __forceinline__ void route(const FmoeRouteParams& p) {
         b_rows[nt] = t < T ? x + static_cast<int64_t>(t) * H : nullptr;
     }
     float acc[S::MT][S::NT][4];
-    FMOE_UNROLL
-    for (int mt = 0; mt < S::MT; ++mt) {
-        FMOE_UNROLL
-        for (int nt = 0; nt < S::NT; ++nt) {
-            FMOE_UNROLL
-            for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
-        }
-    }
+    fmoe::zero_fragments(acc);
     for (int k0 = k_begin; k0 < k_end; k0 += 32 * S::kSteps) {
         Fragments<S> f[S::kSteps]; // all loads of kSteps steps issued before the first mma
         FMOE_UNROLL

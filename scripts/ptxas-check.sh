@@ -55,22 +55,10 @@ reg_budget() {
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-if [ -n "${NVCC:-}" ]; then
-  nvcc=$NVCC
-elif [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
-  nvcc=$CUDA_HOME/bin/nvcc
-elif command -v nvcc >/dev/null; then
-  nvcc=$(command -v nvcc)
-else
-  echo "error: nvcc not found (set CUDA_HOME or NVCC; scripts/install-cuda-toolkit.sh installs it)" >&2
-  exit 1
-fi
-ptxas=$(dirname "$nvcc")/ptxas
-[ -x "$ptxas" ] || ptxas=$(command -v ptxas || true)
-if [ -z "$ptxas" ] || [ ! -x "$ptxas" ]; then
-  echo "error: ptxas not found next to $nvcc or on PATH" >&2
-  exit 1
-fi
+# shellcheck source=scripts/lib/toolkit.sh
+source "$repo/scripts/lib/toolkit.sh"
+nvcc=$(toolkit_nvcc) || exit 1
+ptxas=$(toolkit_tool "$nvcc" ptxas) || exit 1
 
 cap=${CUDA_COMPUTE_CAP:-80}
 cap=${cap#sm_}

@@ -45,28 +45,11 @@ fmoe_route_topk_*           HMMA LDG.E.128         routing: logits on tensor cor
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-if [ -n "${NVCC:-}" ]; then
-  nvcc=$NVCC
-elif [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
-  nvcc=$CUDA_HOME/bin/nvcc
-elif command -v nvcc >/dev/null; then
-  nvcc=$(command -v nvcc)
-else
-  echo "error: nvcc not found (set CUDA_HOME or NVCC; scripts/install-cuda-toolkit.sh installs it)" >&2
-  exit 1
-fi
-bindir=$(dirname "$nvcc")
-tool() {
-  local t=$bindir/$1
-  [ -x "$t" ] || t=$(command -v "$1" || true)
-  if [ -z "$t" ] || [ ! -x "$t" ]; then
-    echo "error: $1 not found next to $nvcc or on PATH (scripts/install-cuda-toolkit.sh installs it)" >&2
-    exit 1
-  fi
-  printf '%s\n' "$t"
-}
-ptxas=$(tool ptxas)
-cuobjdump=$(tool cuobjdump)
+# shellcheck source=scripts/lib/toolkit.sh
+source "$repo/scripts/lib/toolkit.sh"
+nvcc=$(toolkit_nvcc) || exit 1
+ptxas=$(toolkit_tool "$nvcc" ptxas) || exit 1
+cuobjdump=$(toolkit_tool "$nvcc" cuobjdump) || exit 1
 
 cap=${CUDA_COMPUTE_CAP:-80}
 cap=${cap#sm_}

@@ -40,28 +40,27 @@ fn small_config() -> MoeConfig {
     }
 }
 
-fn f32_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Vec<f32> {
+/// Tensor `name` of an output file, checked for dtype and shape (safetensors data is
+/// little-endian, read here as native: every host this crate builds for is little-endian).
+fn tensor<T: bytemuck::Pod>(st: &SafeTensors, name: &str, dtype: Dtype, shape: &[usize]) -> Vec<T> {
     let t = st
         .tensor(name)
         .unwrap_or_else(|e| panic!("output lacks `{name}`: {e}"));
-    assert_eq!(t.dtype(), Dtype::F32, "{name} dtype");
+    assert_eq!(t.dtype(), dtype, "{name} dtype");
     assert_eq!(t.shape(), shape, "{name} shape");
+    // The file's bytes need not be aligned for T: copy them out element by element.
     t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .chunks_exact(std::mem::size_of::<T>())
+        .map(bytemuck::pod_read_unaligned)
         .collect()
 }
 
+fn f32_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Vec<f32> {
+    tensor(st, name, Dtype::F32, shape)
+}
+
 fn i32_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Vec<i32> {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|e| panic!("output lacks `{name}`: {e}"));
-    assert_eq!(t.dtype(), Dtype::I32, "{name} dtype");
-    assert_eq!(t.shape(), shape, "{name} shape");
-    t.data()
-        .chunks_exact(4)
-        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    tensor(st, name, Dtype::I32, shape)
 }
 
 /// Writes `x` [T, H] as f32 (the CLI accepts f32 and bf16); returns the bf16 values it will see.

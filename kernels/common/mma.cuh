@@ -24,6 +24,7 @@
 #pragma once
 
 #include <stdint.h>
+#include "common/macros.cuh"
 
 namespace fmoe {
 
@@ -116,6 +117,19 @@ inline void ldmatrix(uint32_t* regs, const void* smem_row) {
 
 } // namespace mma_emu
 #endif
+
+// Zeroes a warp's MT x NT m16n8 C fragments (the accumulators of a warp tile).
+template <int MT, int NT>
+__device__ __forceinline__ void zero_fragments(float (&acc)[MT][NT][4]) {
+    FMOE_UNROLL
+    for (int mt = 0; mt < MT; ++mt) {
+        FMOE_UNROLL
+        for (int nt = 0; nt < NT; ++nt) {
+            FMOE_UNROLL
+            for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+        }
+    }
+}
 
 // D = A·B + C for one 16x8x16 tile: bf16 A (row) and B (col), f32 accumulators.
 __device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
