@@ -87,7 +87,7 @@ struct RunArgs {
     #[arg(long)]
     input: Option<PathBuf>,
     /// Number of synthetic input tokens (when no --input is given).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, conflicts_with = "input")]
     tokens: usize,
     /// Seed of the synthetic weights and inputs.
     #[arg(long, default_value_t = 0)]

@@ -308,6 +308,20 @@ fn bad_inputs_fail_with_messages_naming_the_problem() {
         "{err}"
     );
 
+    // --tokens with --input is refused, not silently ignored.
+    let out = fused_moe(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        x_path.to_str().unwrap(),
+        "--tokens",
+        "3",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tokens") && err.contains("--input"), "{err}");
+
     // --backend cuda without the feature (or without a GPU) is an error, not a silent fallback.
     if !cfg!(feature = "cuda") {
         let out = fused_moe(&[
