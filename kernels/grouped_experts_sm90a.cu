@@ -131,8 +131,7 @@ __device__ __forceinline__ void grouped_gemm_sm90a(const FmoeExpertParams& p) {
 
         float acc[1][NT][4];
         float(&d)[4 * NT] = reinterpret_cast<float(&)[4 * NT]>(acc);
-        FMOE_UNROLL
-        for (int i = 0; i < 4 * NT; ++i) d[i] = 0.0f;
+        fmoe::zero_fragments(acc);
         fmoe::wgmma_fence_operands(d);
 
         // Prologue: kAhead k-steps in flight; one commit per step (empty past the end) keeps
