@@ -29,6 +29,16 @@ fn ok(out: &Output) -> String {
     stdout
 }
 
+/// The stderr of a run that must fail.
+fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "fused-moe succeeded but should have failed:\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 fn small_config() -> MoeConfig {
     MoeConfig {
         hidden: 64,
@@ -270,8 +280,7 @@ fn bad_inputs_fail_with_messages_naming_the_problem() {
         "--backend",
         "reference",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed(&out);
     assert!(
         err.contains("nowhere"),
         "error does not name the directory: {err}"
@@ -301,8 +310,7 @@ fn bad_inputs_fail_with_messages_naming_the_problem() {
         "--input",
         x_path.to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed(&out);
     assert!(
         err.contains("`x`") && err.contains("[2, 63]") && err.contains("64"),
         "{err}"
@@ -318,8 +326,7 @@ fn bad_inputs_fail_with_messages_naming_the_problem() {
         "--tokens",
         "3",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed(&out);
     assert!(err.contains("--tokens") && err.contains("--input"), "{err}");
 
     // --backend cuda without the feature (or without a GPU) is an error, not a silent fallback.
@@ -333,8 +340,7 @@ fn bad_inputs_fail_with_messages_naming_the_problem() {
             "--backend",
             "cuda",
         ]);
-        assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("--features cuda"));
+        assert!(failed(&out).contains("--features cuda"));
     }
 }
 
